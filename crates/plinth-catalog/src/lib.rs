@@ -1,0 +1,194 @@
+//! The metadata store: API keys and roles today; docs, owners, lineage and
+//! the audit log as they arrive. SQLite, embedded in the data directory
+//! (`plinth.db`).
+//!
+//! Keys are random 256-bit secrets shown once at creation; only their SHA-256
+//! is stored. A slow password hash buys nothing for secrets that cannot be
+//! guessed, and a fast one keeps authentication off the request's critical
+//! path.
+//!
+//! This crate knows nothing of HTTP or SQL engines.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+use rand::RngCore;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+/// What a personal secret key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Viewer,
+    Analyst,
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Role> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "analyst" => Ok(Role::Analyst),
+            "admin" => Ok(Role::Admin),
+            other => bail!("unknown role {other:?}: expected admin, analyst or viewer"),
+        }
+    }
+}
+
+/// The two kinds of key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A personal secret key (`phx_…`): reads and administers, by role.
+    Secret(Role),
+    /// A project write key (`phc_…`): may only send events.
+    Capture,
+}
+
+/// A key that authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub kind: KeyKind,
+}
+
+/// The metadata database.
+pub struct Catalog {
+    connection: Mutex<Connection>,
+}
+
+impl Catalog {
+    /// Opens (creating if needed) `plinth.db` in the data directory.
+    pub fn open(data_dir: &Path) -> Result<Catalog> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("plinth.db");
+        let connection =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(
+            "CREATE TABLE IF NOT EXISTS api_keys (
+                id INTEGER PRIMARY KEY,
+                hash TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                role TEXT,
+                created_at TEXT NOT NULL,
+                revoked_at TEXT
+            );",
+        )?;
+        Ok(Catalog {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Creates a key and returns its secret; the secret is not kept.
+    pub fn create_key(&self, kind: KeyKind) -> Result<String> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let (prefix, kind_name, role) = match kind {
+            KeyKind::Secret(role) => ("phx_", "secret", Some(role.to_string())),
+            KeyKind::Capture => ("phc_", "capture", None),
+        };
+        let secret = format!("{prefix}{}", hex::encode(bytes));
+        self.connection.lock().expect("catalog lock").execute(
+            "INSERT INTO api_keys (hash, kind, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                hash(&secret),
+                kind_name,
+                role,
+                chrono::Utc::now().to_rfc3339()
+            ],
+        )?;
+        Ok(secret)
+    }
+
+    /// The key behind `secret`, if it exists and is not revoked.
+    pub fn authenticate(&self, secret: &str) -> Result<Option<KeyInfo>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let row: Option<(i64, String, Option<String>)> = connection
+            .query_row(
+                "SELECT id, kind, role FROM api_keys WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash(secret)],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let Some((id, kind, role)) = row else {
+            return Ok(None);
+        };
+        let kind = match (kind.as_str(), role) {
+            ("capture", _) => KeyKind::Capture,
+            ("secret", Some(role)) => KeyKind::Secret(role.parse()?),
+            (other, _) => bail!("api_keys row {id} has an unknown kind {other:?}"),
+        };
+        Ok(Some(KeyInfo { id, kind }))
+    }
+
+    /// Revokes a key by its secret; returns whether one was revoked.
+    pub fn revoke_key(&self, secret: &str) -> Result<bool> {
+        let changed = self.connection.lock().expect("catalog lock").execute(
+            "UPDATE api_keys SET revoked_at = ?1 WHERE hash = ?2 AND revoked_at IS NULL",
+            params![chrono::Utc::now().to_rfc3339(), hash(secret)],
+        )?;
+        Ok(changed > 0)
+    }
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_keys_authenticate_with_their_kind_and_are_stored_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let admin = catalog.create_key(KeyKind::Secret(Role::Admin)).unwrap();
+        let capture = catalog.create_key(KeyKind::Capture).unwrap();
+        assert!(admin.starts_with("phx_") && capture.starts_with("phc_"));
+        assert_eq!(
+            catalog.authenticate(&admin).unwrap().unwrap().kind,
+            KeyKind::Secret(Role::Admin)
+        );
+        assert_eq!(
+            catalog.authenticate(&capture).unwrap().unwrap().kind,
+            KeyKind::Capture
+        );
+        assert_eq!(catalog.authenticate("phx_wrong").unwrap(), None);
+        drop(catalog);
+        let raw = std::fs::read(dir.path().join("plinth.db")).unwrap();
+        let needle = admin.as_bytes();
+        assert!(!raw.windows(needle.len()).any(|w| w == needle));
+    }
+
+    #[test]
+    fn revoked_keys_no_longer_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        let key = catalog.create_key(KeyKind::Secret(Role::Viewer)).unwrap();
+        assert!(catalog.revoke_key(&key).unwrap());
+        assert_eq!(catalog.authenticate(&key).unwrap(), None);
+        assert!(!catalog.revoke_key(&key).unwrap());
+    }
+
+    #[test]
+    fn unknown_roles_are_refused_with_the_choices() {
+        let err = "owner".parse::<Role>().unwrap_err().to_string();
+        assert!(err.contains("admin, analyst or viewer"), "{err}");
+    }
+}

@@ -1,0 +1,167 @@
+//! Person overrides: events count as the person their distinct id belongs
+//! to *now*, not the one it belonged to when they were stored.
+//!
+//! When a login merges two persons that both have events, the merged-away
+//! person's events keep their stored `person_id`. PostHog resolves this at
+//! query time with a distinct-id → person override table; so does Plinth,
+//! from the `persons` table: every distinct id of a person with more than
+//! one distinct id maps to that person (a person with one distinct id was
+//! never merged, so its events already carry its id). The `events` table
+//! that SQL sees is a view over the stored rows whose `person_id` is
+//! `plinth_person_of(distinct_id, person_id)`; queries that do not read
+//! `person_id` never evaluate it. The map is rebuilt only when `persons`
+//! gets a new version.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{Array, ArrayRef, ListArray, StringArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::cast::as_string_array;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use plinth_store::Table;
+
+/// Distinct id → current person id, for persons with several distinct ids.
+pub type Overrides = HashMap<String, String>;
+
+/// The overrides of one `persons` version, rebuilt when it changes.
+#[derive(Default)]
+pub struct OverridesCache {
+    current: Mutex<Option<(u64, Arc<Overrides>)>>,
+}
+
+impl OverridesCache {
+    pub fn get(&self, persons: &Table) -> Result<Arc<Overrides>> {
+        let version = persons.snapshot().version;
+        let mut current = self.current.lock().expect("overrides lock");
+        if let Some((cached, overrides)) = current.as_ref()
+            && *cached == version
+        {
+            return Ok(overrides.clone());
+        }
+        let overrides = Arc::new(load(persons)?);
+        *current = Some((version, overrides.clone()));
+        Ok(overrides)
+    }
+}
+
+fn load(persons: &Table) -> Result<Overrides> {
+    let external = |e: anyhow::Error| DataFusionError::External(e.into());
+    let mut overrides = Overrides::new();
+    for batch in persons.read_all().map_err(external)? {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| DataFusionError::Internal(format!("persons.{name} missing")))
+        };
+        let person_ids = as_string_array(column("person_id")?)?;
+        let distinct_ids = column("distinct_ids")?
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("persons.distinct_ids is not a list".into())
+            })?;
+        for row in 0..batch.num_rows() {
+            let ids = distinct_ids.value(row);
+            let ids = as_string_array(&ids)?;
+            if ids.len() > 1 {
+                for id in ids.iter().flatten() {
+                    overrides.insert(id.to_string(), person_ids.value(row).to_string());
+                }
+            }
+        }
+    }
+    Ok(overrides)
+}
+
+/// `plinth_person_of(distinct_id, stored_person_id)`.
+pub fn person_of_udf(overrides: Arc<Overrides>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(PersonOf {
+        overrides,
+        signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+    })
+}
+
+#[derive(Debug)]
+struct PersonOf {
+    overrides: Arc<Overrides>,
+    signature: Signature,
+}
+
+// Two instances are the same function when they share one map.
+impl PartialEq for PersonOf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.overrides, &other.overrides)
+    }
+}
+
+impl Eq for PersonOf {}
+
+impl Hash for PersonOf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.overrides).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PersonOf {
+    fn name(&self) -> &str {
+        "plinth_person_of"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let distinct_ids = as_string_array(&arrays[0])?;
+        let person_ids = as_string_array(&arrays[1])?;
+        let resolved: StringArray = distinct_ids
+            .iter()
+            .zip(person_ids.iter())
+            .map(|(distinct_id, stored)| {
+                distinct_id
+                    .and_then(|d| self.overrides.get(d).map(String::as_str))
+                    .or(stored)
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(resolved) as ArrayRef))
+    }
+}
+
+/// Registers `events` in `ctx`: the stored table itself when no person was
+/// ever merged, else the view that resolves `person_id`.
+pub fn register_events(
+    ctx: &datafusion::prelude::SessionContext,
+    events: Arc<dyn datafusion::catalog::TableProvider>,
+    overrides: Arc<Overrides>,
+) -> Result<()> {
+    use datafusion::prelude::col;
+    if overrides.is_empty() {
+        ctx.register_table("events", events)?;
+        return Ok(());
+    }
+    let stored = ctx.read_table(events)?;
+    let person_of = person_of_udf(overrides);
+    let columns: Vec<_> = stored
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| match field.name().as_str() {
+            "person_id" => person_of
+                .call(vec![col("distinct_id"), col("person_id")])
+                .alias("person_id"),
+            name => col(name),
+        })
+        .collect();
+    ctx.register_table("events", stored.select(columns)?.into_view())?;
+    Ok(())
+}

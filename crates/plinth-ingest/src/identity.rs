@@ -1,0 +1,299 @@
+//! Identity: which distinct ids are one person, and that person's properties.
+//!
+//! A person's id is a UUID derived from the first distinct id it was seen
+//! with (version 5), so the same input always yields the same ids. When an
+//! anonymous id is identified (`$identify`, `$create_alias`, Segment
+//! identify/alias) with an id not yet seen, the new id joins the anonymous
+//! person: every event before and after the login counts as one person. When
+//! both ids already belong to different persons, their records merge into the
+//! older one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::{
+    Array, ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+};
+use serde_json::{Map, Value};
+
+/// The namespace of person ids derived from distinct ids.
+const PERSON_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8c0f_7a2e_4d61_4c4b_9a57_1f43_62d9_0b15);
+
+#[derive(Debug, Clone)]
+struct Person {
+    person_id: Arc<str>,
+    distinct_ids: Vec<String>,
+    properties: Map<String, Value>,
+    created_at_micros: i64,
+}
+
+/// The distinct-id to person map and the persons' properties.
+#[derive(Debug, Default)]
+pub struct Identities {
+    by_distinct_id: HashMap<String, usize>,
+    persons: Vec<Option<Person>>,
+    changed: bool,
+}
+
+impl Identities {
+    /// Rebuilds the map from the rows of the `persons` table.
+    pub fn load(batches: &[RecordBatch]) -> Result<Identities> {
+        let mut identities = Identities::default();
+        for batch in batches {
+            let column = |name: &str| batch.column_by_name(name).context("persons column missing");
+            let ids = column("person_id")?
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .context("person_id")?;
+            let distinct = column("distinct_ids")?
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .context("distinct_ids")?;
+            let properties = column("properties")?
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .context("properties")?;
+            let created = column("created_at")?
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .context("created_at")?;
+            for row in 0..batch.num_rows() {
+                let list = distinct.value(row);
+                let list = list
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .context("distinct id list")?;
+                let distinct_ids: Vec<String> = list.iter().flatten().map(str::to_string).collect();
+                let index = identities.persons.len();
+                for id in &distinct_ids {
+                    identities.by_distinct_id.insert(id.clone(), index);
+                }
+                identities.persons.push(Some(Person {
+                    person_id: ids.value(row).into(),
+                    distinct_ids,
+                    properties: serde_json::from_str(properties.value(row)).unwrap_or_default(),
+                    created_at_micros: created.value(row),
+                }));
+            }
+        }
+        Ok(identities)
+    }
+
+    /// The person of `distinct_id`, created at `at_micros` if new.
+    pub fn resolve(&mut self, distinct_id: &str, at_micros: i64) -> Arc<str> {
+        let index = self.index_of(distinct_id, at_micros);
+        self.person(index).person_id.clone()
+    }
+
+    /// Records that `a` and `b` are the same person (`a` is usually the
+    /// anonymous id). Returns the person id both now resolve to.
+    pub fn merge(&mut self, a: &str, b: &str, at_micros: i64) -> Arc<str> {
+        let known_a = self.by_distinct_id.get(a).copied();
+        let known_b = self.by_distinct_id.get(b).copied();
+        let index = match (known_a, known_b) {
+            (Some(ia), Some(ib)) if ia != ib => self.merge_persons(ia, ib),
+            (Some(i), Some(_)) => i,
+            (Some(i), None) => self.attach(b, i),
+            (None, Some(i)) => self.attach(a, i),
+            (None, None) => {
+                let i = self.index_of(a, at_micros);
+                self.attach(b, i)
+            }
+        };
+        self.person(index).person_id.clone()
+    }
+
+    /// Applies `$set` (overwrite) and `$set_once` (only if absent).
+    pub fn set_properties(
+        &mut self,
+        distinct_id: &str,
+        at_micros: i64,
+        set: Option<&Map<String, Value>>,
+        set_once: Option<&Map<String, Value>>,
+    ) {
+        let index = self.index_of(distinct_id, at_micros);
+        let person = self.persons[index].as_mut().expect("live person");
+        if let Some(set) = set {
+            for (key, value) in set {
+                person.properties.insert(key.clone(), value.clone());
+            }
+        }
+        if let Some(set_once) = set_once {
+            for (key, value) in set_once {
+                person
+                    .properties
+                    .entry(key.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        }
+        self.changed = true;
+    }
+
+    /// Whether anything changed since the last [`Identities::mark_saved`].
+    pub fn is_changed(&self) -> bool {
+        self.changed
+    }
+
+    pub fn mark_saved(&mut self) {
+        self.changed = false;
+    }
+
+    pub fn len(&self) -> usize {
+        self.persons.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `persons` table as one batch.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        let mut ids = StringBuilder::new();
+        let mut distinct = ListBuilder::new(StringBuilder::new());
+        let mut properties = StringBuilder::new();
+        let mut created = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for person in self.persons.iter().flatten() {
+            ids.append_value(&person.person_id);
+            for id in &person.distinct_ids {
+                distinct.values().append_value(id);
+            }
+            distinct.append(true);
+            properties.append_value(serde_json::to_string(&person.properties)?);
+            created.append_value(person.created_at_micros);
+        }
+        let columns: Vec<Arc<dyn Array>> = vec![
+            Arc::new(ids.finish()),
+            Arc::new(distinct.finish()),
+            Arc::new(properties.finish()),
+            Arc::new(created.finish()),
+        ];
+        Ok(RecordBatch::try_new(
+            plinth_store::schema::persons(),
+            columns,
+        )?)
+    }
+
+    fn index_of(&mut self, distinct_id: &str, at_micros: i64) -> usize {
+        if let Some(&index) = self.by_distinct_id.get(distinct_id) {
+            let person = self.persons[index].as_mut().expect("live person");
+            if at_micros < person.created_at_micros {
+                person.created_at_micros = at_micros;
+                self.changed = true;
+            }
+            return index;
+        }
+        let index = self.persons.len();
+        let person_id = uuid::Uuid::new_v5(&PERSON_NAMESPACE, distinct_id.as_bytes());
+        self.persons.push(Some(Person {
+            person_id: person_id.to_string().into(),
+            distinct_ids: vec![distinct_id.to_string()],
+            properties: Map::new(),
+            created_at_micros: at_micros,
+        }));
+        self.by_distinct_id.insert(distinct_id.to_string(), index);
+        self.changed = true;
+        index
+    }
+
+    fn attach(&mut self, distinct_id: &str, index: usize) -> usize {
+        self.by_distinct_id.insert(distinct_id.to_string(), index);
+        self.persons[index]
+            .as_mut()
+            .expect("live person")
+            .distinct_ids
+            .push(distinct_id.to_string());
+        self.changed = true;
+        index
+    }
+
+    /// Folds the younger person into the older; the older keeps its id and
+    /// the younger's properties fill only what the older lacks.
+    fn merge_persons(&mut self, a: usize, b: usize) -> usize {
+        let (keep, drop) = {
+            let pa = self.person(a);
+            let pb = self.person(b);
+            if (pa.created_at_micros, &pa.person_id) <= (pb.created_at_micros, &pb.person_id) {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        };
+        let dropped = self.persons[drop].take().expect("live person");
+        let kept = self.persons[keep].as_mut().expect("live person");
+        for id in &dropped.distinct_ids {
+            self.by_distinct_id.insert(id.clone(), keep);
+        }
+        kept.distinct_ids.extend(dropped.distinct_ids);
+        for (key, value) in dropped.properties {
+            kept.properties.entry(key).or_insert(value);
+        }
+        self.changed = true;
+        keep
+    }
+
+    fn person(&self, index: usize) -> &Person {
+        self.persons[index].as_ref().expect("live person")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifying_an_anonymous_id_keeps_one_person() {
+        let mut ids = Identities::default();
+        let anon = ids.resolve("anon-1", 10);
+        let merged = ids.merge("anon-1", "user-1", 20);
+        assert_eq!(anon, merged);
+        assert_eq!(ids.resolve("user-1", 30), anon);
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[test]
+    fn merging_two_known_persons_keeps_the_older_and_its_properties() {
+        let mut ids = Identities::default();
+        let old = ids.resolve("a", 1);
+        ids.set_properties("a", 1, Some(&json_map(r#"{"plan":"free"}"#)), None);
+        ids.resolve("b", 5);
+        ids.set_properties(
+            "b",
+            5,
+            Some(&json_map(r#"{"plan":"pro","email":"x@y"}"#)),
+            None,
+        );
+        assert_eq!(ids.merge("b", "a", 9), old);
+        assert_eq!(ids.resolve("b", 10), old);
+        assert_eq!(ids.len(), 1);
+        let batch = ids.to_batch().unwrap();
+        let reloaded = Identities::load(&[batch]).unwrap();
+        let person = reloaded.person(reloaded.by_distinct_id["b"]);
+        assert_eq!(person.properties["plan"], "free");
+        assert_eq!(person.properties["email"], "x@y");
+    }
+
+    #[test]
+    fn set_once_never_overwrites() {
+        let mut ids = Identities::default();
+        ids.set_properties("u", 1, None, Some(&json_map(r#"{"source":"ads"}"#)));
+        ids.set_properties("u", 2, None, Some(&json_map(r#"{"source":"seo"}"#)));
+        ids.set_properties("u", 3, Some(&json_map(r#"{"plan":"pro"}"#)), None);
+        let person = ids.person(ids.by_distinct_id["u"]);
+        assert_eq!(person.properties["source"], "ads");
+        assert_eq!(person.properties["plan"], "pro");
+    }
+
+    #[test]
+    fn person_ids_are_deterministic() {
+        let mut a = Identities::default();
+        let mut b = Identities::default();
+        assert_eq!(a.resolve("same", 1), b.resolve("same", 99));
+    }
+
+    fn json_map(text: &str) -> Map<String, Value> {
+        serde_json::from_str(text).unwrap()
+    }
+}

@@ -1,0 +1,339 @@
+//! File import: NDJSON (PostHog- or Segment-shaped objects, one per line),
+//! CSV and Parquet (one event per row, columns as fields).
+//!
+//! An import commits every `commit_rows` rows, with a checkpoint in the same
+//! commit saying how many rows of the file are stored. Re-running an
+//! interrupted import skips those rows, so a killed import followed by a
+//! re-run stores every row exactly once. Rows that cannot be accepted go to
+//! `quarantine` with `file:line` and the reason.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde_json::Value;
+
+use crate::rows::{EventInput, Ingestor, QuarantineInput};
+
+/// Rows per commit by default: large enough that files are not tiny, small
+/// enough to bound memory (about 1 GiB at 1 KiB a row).
+pub const DEFAULT_COMMIT_ROWS: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    Ndjson,
+    Csv,
+    Parquet,
+}
+
+impl ImportFormat {
+    /// The format a file name suggests.
+    pub fn from_path(path: &Path) -> Option<ImportFormat> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        if name.ends_with(".ndjson") || name.ends_with(".jsonl") || name.ends_with(".json") {
+            Some(ImportFormat::Ndjson)
+        } else if name.ends_with(".csv") {
+            Some(ImportFormat::Csv)
+        } else if name.ends_with(".parquet") {
+            Some(ImportFormat::Parquet)
+        } else {
+            None
+        }
+    }
+}
+
+/// What one file's import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub file: PathBuf,
+    /// Rows of the file read by this run.
+    pub rows: u64,
+    pub events: u64,
+    pub quarantined: u64,
+    /// Rows an earlier, interrupted run had already stored.
+    pub resumed_after: u64,
+}
+
+/// Imports one file. `progress` is called with the bytes read so far.
+pub fn import_file(
+    ingestor: &Ingestor,
+    path: &Path,
+    format: ImportFormat,
+    commit_rows: usize,
+    progress: &dyn Fn(u64),
+) -> Result<ImportReport> {
+    let commit_rows = commit_rows.max(1);
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let key = checkpoint_key(path, &metadata)?;
+    let done = ingestor
+        .store()
+        .events
+        .snapshot()
+        .checkpoints
+        .get(&key)
+        .copied()
+        .unwrap_or(0);
+    let quarantined_done = ingestor
+        .store()
+        .quarantine
+        .snapshot()
+        .checkpoints
+        .get(&key)
+        .copied()
+        .unwrap_or(0);
+    let mut report = ImportReport {
+        file: path.to_path_buf(),
+        resumed_after: done,
+        ..Default::default()
+    };
+    let display = path.display().to_string();
+    let mut commit = |rows: Vec<(u64, String)>, end: u64| -> Result<()> {
+        let (events, rejected) = decode_rows(rows, &display);
+        let rejected: Vec<QuarantineInput> = rejected
+            .into_iter()
+            .filter(|(line, _)| *line > quarantined_done)
+            .map(|(_, q)| q)
+            .collect();
+        let now = chrono::Utc::now().timestamp_micros();
+        let checkpoint = BTreeMap::from([(key.clone(), end)]);
+        if !rejected.is_empty() {
+            ingestor.store().quarantine.append(
+                &[crate::rows::quarantine_batch(&rejected, now)?],
+                &checkpoint,
+            )?;
+        }
+        ingestor.append(&events, now, &checkpoint)?;
+        report.events += events.len() as u64;
+        report.quarantined += rejected.len() as u64;
+        Ok(())
+    };
+    match format {
+        ImportFormat::Ndjson => {
+            let file = File::open(path)?;
+            let mut reader = BufReader::with_capacity(1 << 20, CountingReader::new(file, progress));
+            let mut chunk = Vec::new();
+            let mut line_number = 0u64;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let read = reader
+                    .read_line(&mut line)
+                    .with_context(|| format!("reading {display}"))?;
+                if read == 0 {
+                    break;
+                }
+                line_number += 1;
+                if line_number <= done {
+                    continue;
+                }
+                report.rows += 1;
+                if !line.trim().is_empty() {
+                    chunk.push((line_number, line.trim_end().to_string()));
+                }
+                if chunk.len() >= commit_rows {
+                    commit(std::mem::take(&mut chunk), line_number)?;
+                }
+            }
+            if line_number > done {
+                commit(chunk, line_number)?;
+            }
+        }
+        ImportFormat::Csv | ImportFormat::Parquet => {
+            let batches = read_tabular(path, format)?;
+            progress(metadata.len());
+            let mut chunk = Vec::new();
+            let mut row_number = 0u64;
+            for batch in batches {
+                for object in rows_as_json(&batch?)? {
+                    row_number += 1;
+                    if row_number <= done {
+                        continue;
+                    }
+                    report.rows += 1;
+                    chunk.push((row_number, object));
+                    if chunk.len() >= commit_rows {
+                        commit(std::mem::take(&mut chunk), row_number)?;
+                    }
+                }
+            }
+            if row_number > done {
+                commit(chunk, row_number)?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A file is the same import while its path, size and modification time
+/// are; a changed file imports again from the start.
+fn checkpoint_key(path: &Path, metadata: &std::fs::Metadata) -> Result<String> {
+    let canonical = path.canonicalize()?;
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    Ok(format!(
+        "import:{}:{}:{modified}",
+        canonical.display(),
+        metadata.len()
+    ))
+}
+
+/// Parses and normalises rows on every core; keeps file order.
+fn decode_rows(
+    rows: Vec<(u64, String)>,
+    file: &str,
+) -> (Vec<EventInput>, Vec<(u64, QuarantineInput)>) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let size = rows.len().div_ceil(threads).max(1);
+    let received = chrono::Utc::now().timestamp_micros();
+    let parts: Vec<_> = std::thread::scope(|scope| {
+        rows.chunks(size)
+            .map(|part| scope.spawn(move || decode_part(part, file, received)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("decoder thread"))
+            .collect()
+    });
+    let mut events = Vec::with_capacity(rows.len());
+    let mut rejected = Vec::new();
+    for (part_events, part_rejected) in parts {
+        events.extend(part_events);
+        rejected.extend(part_rejected);
+    }
+    (events, rejected)
+}
+
+fn decode_part(
+    rows: &[(u64, String)],
+    file: &str,
+    received_at: i64,
+) -> (Vec<EventInput>, Vec<(u64, QuarantineInput)>) {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut rejected = Vec::new();
+    for (line, text) in rows {
+        let quarantine = |reason: String| {
+            (
+                *line,
+                QuarantineInput {
+                    source: format!("{file}:{line}"),
+                    reason,
+                    payload: text.clone(),
+                },
+            )
+        };
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                rejected.push(quarantine(format!("not valid JSON: {e}")));
+                continue;
+            }
+        };
+        match plinth_capture::normalize_json_event(value, received_at) {
+            Ok(event) => events.push(EventInput::from(event)),
+            Err(rejection) => rejected.push(quarantine(rejection.reason)),
+        }
+    }
+    (events, rejected)
+}
+
+fn read_tabular(
+    path: &Path,
+    format: ImportFormat,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, datafusion::arrow::error::ArrowError>>>> {
+    let file = File::open(path)?;
+    match format {
+        ImportFormat::Csv => {
+            // Every column as text: the normaliser decides what each means.
+            let (header, _) = datafusion::arrow::csv::reader::Format::default()
+                .with_header(true)
+                .infer_schema(File::open(path)?, Some(0))
+                .with_context(|| format!("{} has no readable CSV header", path.display()))?;
+            if header.fields().is_empty() {
+                bail!("{} has no header line", path.display());
+            }
+            let fields: Vec<Field> = header
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                .collect();
+            let reader = datafusion::arrow::csv::ReaderBuilder::new(Arc::new(Schema::new(fields)))
+                .with_header(true)
+                .with_batch_size(64 * 1024)
+                .build(file)?;
+            Ok(Box::new(reader))
+        }
+        ImportFormat::Parquet => {
+            let reader =
+                datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    file,
+                )
+                .with_context(|| format!("{} is not a Parquet file", path.display()))?
+                .with_batch_size(64 * 1024)
+                .build()?;
+            Ok(Box::new(reader))
+        }
+        ImportFormat::Ndjson => unreachable!("NDJSON is read line by line"),
+    }
+}
+
+/// Each row of `batch` as JSON object text; a `properties` column holding
+/// JSON text becomes an object.
+fn rows_as_json(batch: &RecordBatch) -> Result<Vec<String>> {
+    let mut buffer = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut buffer);
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    let text = String::from_utf8(buffer)?;
+    Ok(text
+        .lines()
+        .map(|line| {
+            let mut object: serde_json::Map<String, Value> =
+                serde_json::from_str(line).unwrap_or_default();
+            if let Some(Value::String(properties)) = object.get("properties")
+                && let Ok(parsed @ Value::Object(_)) = serde_json::from_str(properties)
+            {
+                object.insert("properties".to_string(), parsed);
+            }
+            Value::Object(object).to_string()
+        })
+        .collect())
+}
+
+/// Reports bytes read as they are read.
+struct CountingReader<'a, R> {
+    inner: R,
+    read: u64,
+    progress: &'a dyn Fn(u64),
+}
+
+impl<'a, R> CountingReader<'a, R> {
+    fn new(inner: R, progress: &'a dyn Fn(u64)) -> Self {
+        CountingReader {
+            inner,
+            read: 0,
+            progress,
+        }
+    }
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        (self.progress)(self.read);
+        Ok(n)
+    }
+}

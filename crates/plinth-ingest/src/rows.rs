@@ -1,0 +1,209 @@
+//! Events in, Arrow rows of `events`, `persons` and `quarantine` out.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use datafusion::arrow::array::{Array, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use plinth_store::Store;
+use serde_json::{Map, Value};
+
+use crate::identity::Identities;
+
+/// An accepted event, as every source hands it over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventInput {
+    /// The client's dedup key (PostHog `uuid`, Segment `messageId`); a new
+    /// time-ordered UUID is assigned when absent.
+    pub uuid: Option<String>,
+    pub event: String,
+    pub distinct_id: String,
+    /// UTC microseconds, after clock-skew correction.
+    pub timestamp_micros: i64,
+    pub session_id: Option<String>,
+    /// The event's properties as JSON object text.
+    pub properties: String,
+    pub lib: Option<String>,
+    /// Person properties to overwrite (`$set`) and to set once (`$set_once`).
+    pub set: Option<Map<String, Value>>,
+    pub set_once: Option<Map<String, Value>>,
+    /// Another distinct id of the same person (`$anon_distinct_id`, an alias).
+    pub merge_with: Option<String>,
+}
+
+impl From<plinth_capture::NormalizedEvent> for EventInput {
+    fn from(event: plinth_capture::NormalizedEvent) -> Self {
+        let merge_with = event
+            .merge
+            .map(|(a, b)| if a == event.distinct_id { b } else { a });
+        EventInput {
+            uuid: event.uuid,
+            properties: Value::Object(event.properties).to_string(),
+            event: event.event,
+            distinct_id: event.distinct_id,
+            timestamp_micros: event.timestamp_micros,
+            session_id: event.session_id,
+            lib: event.library,
+            set: event.set,
+            set_once: event.set_once,
+            merge_with,
+        }
+    }
+}
+
+/// Something that could be read but not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineInput {
+    /// Where it came from: an endpoint, or `file:line`.
+    pub source: String,
+    pub reason: String,
+    pub payload: String,
+}
+
+/// Writes accepted events and their persons to a store.
+pub struct Ingestor {
+    store: Arc<Store>,
+    identities: Mutex<Identities>,
+}
+
+impl Ingestor {
+    /// Loads the identity map from the store's `persons` table.
+    pub fn open(store: Arc<Store>) -> Result<Ingestor> {
+        let persons = store.persons.read_all()?;
+        let identities = Identities::load(&persons)?;
+        Ok(Ingestor {
+            store,
+            identities: Mutex::new(identities),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn persons(&self) -> usize {
+        self.identities.lock().expect("identities lock").len()
+    }
+
+    /// Resolves persons and builds the `events` rows for `events`.
+    pub fn events_batch(
+        &self,
+        events: &[EventInput],
+        received_at_micros: i64,
+    ) -> Result<RecordBatch> {
+        let mut identities = self.identities.lock().expect("identities lock");
+        let mut uuid = StringBuilder::with_capacity(events.len(), events.len() * 36);
+        let mut event = StringBuilder::new();
+        let mut distinct_id = StringBuilder::new();
+        let mut person_id = StringBuilder::with_capacity(events.len(), events.len() * 36);
+        let mut timestamp =
+            TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
+        let mut received =
+            TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
+        let mut session = StringBuilder::new();
+        let mut properties = StringBuilder::new();
+        let mut lib = StringBuilder::new();
+        for input in events {
+            let person = match &input.merge_with {
+                Some(other) => identities.merge(other, &input.distinct_id, input.timestamp_micros),
+                None => identities.resolve(&input.distinct_id, input.timestamp_micros),
+            };
+            if input.set.is_some() || input.set_once.is_some() {
+                identities.set_properties(
+                    &input.distinct_id,
+                    input.timestamp_micros,
+                    input.set.as_ref(),
+                    input.set_once.as_ref(),
+                );
+            }
+            match &input.uuid {
+                Some(id) => uuid.append_value(id),
+                None => uuid.append_value(uuid::Uuid::now_v7().to_string()),
+            }
+            event.append_value(&input.event);
+            distinct_id.append_value(&input.distinct_id);
+            person_id.append_value(&person);
+            timestamp.append_value(input.timestamp_micros);
+            received.append_value(received_at_micros);
+            session.append_option(input.session_id.as_deref());
+            properties.append_value(&input.properties);
+            lib.append_option(input.lib.as_deref());
+        }
+        let columns: Vec<Arc<dyn Array>> = vec![
+            Arc::new(uuid.finish()),
+            Arc::new(event.finish()),
+            Arc::new(distinct_id.finish()),
+            Arc::new(person_id.finish()),
+            Arc::new(timestamp.finish()),
+            Arc::new(received.finish()),
+            Arc::new(session.finish()),
+            Arc::new(properties.finish()),
+            Arc::new(lib.finish()),
+        ];
+        Ok(RecordBatch::try_new(
+            plinth_store::schema::events(),
+            columns,
+        )?)
+    }
+
+    /// Writes `events` to Parquet in one commit, with `checkpoints` in the
+    /// same commit. Persons are saved first: a crash in between leaves persons
+    /// that a retry re-derives identically, never events without persons.
+    pub fn append(
+        &self,
+        events: &[EventInput],
+        received_at_micros: i64,
+        checkpoints: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let batch = self.events_batch(events, received_at_micros)?;
+        self.save_persons()?;
+        self.store.events.append(&[batch], checkpoints)?;
+        Ok(())
+    }
+
+    /// Replaces the `persons` table if identities changed.
+    pub fn save_persons(&self) -> Result<()> {
+        let mut identities = self.identities.lock().expect("identities lock");
+        if identities.is_changed() {
+            self.store.persons.replace(&[identities.to_batch()?])?;
+            identities.mark_saved();
+        }
+        Ok(())
+    }
+
+    /// Writes quarantined items in one commit.
+    pub fn quarantine(&self, items: &[QuarantineInput], received_at_micros: i64) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.store.quarantine.append(
+            &[quarantine_batch(items, received_at_micros)?],
+            &BTreeMap::new(),
+        )?;
+        Ok(())
+    }
+}
+
+/// The `quarantine` rows for `items`.
+pub fn quarantine_batch(items: &[QuarantineInput], received_at_micros: i64) -> Result<RecordBatch> {
+    let mut received = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut source = StringBuilder::new();
+    let mut reason = StringBuilder::new();
+    let mut payload = StringBuilder::new();
+    for item in items {
+        received.append_value(received_at_micros);
+        source.append_value(&item.source);
+        reason.append_value(&item.reason);
+        payload.append_value(&item.payload);
+    }
+    let columns: Vec<Arc<dyn Array>> = vec![
+        Arc::new(received.finish()),
+        Arc::new(source.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(payload.finish()),
+    ];
+    Ok(RecordBatch::try_new(
+        plinth_store::schema::quarantine(),
+        columns,
+    )?)
+}

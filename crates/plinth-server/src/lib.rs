@@ -1,0 +1,171 @@
+//! The HTTP server: the JSON API that the UI, scripts and BI tools use.
+//!
+//! Routes:
+//! - `GET /healthz`: liveness, no key needed;
+//! - `POST /api/v1/query` `{"sql": "..."}` with `Authorization: Bearer
+//!   <secret key>`: the result as JSON (`{"columns", "rows"}`), or as an
+//!   Arrow IPC stream or CSV when `Accept` asks for
+//!   `application/vnd.apache.arrow.stream` or `text/csv`.
+//!
+//! Errors are JSON `{"error": "..."}` with a status that says whose fault it
+//! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 408 time limit,
+//! 413 body too large, 422 memory limit, 500 ours.
+//!
+//! Capture endpoints (PostHog, Segment) are in [`capture`].
+//!
+//! This crate wires the engine and the catalog to HTTP; it owns no data.
+
+pub mod capture;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use plinth_catalog::{Catalog, KeyKind, Role};
+use plinth_engine::{Engine, Privileges, QueryError, format};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Largest query request body.
+const MAX_QUERY_BODY: usize = 1 << 20;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub catalog: Arc<Catalog>,
+    /// The durable capture pipeline; `None` answers capture with 503.
+    pub capture: Option<Arc<capture::CaptureService>>,
+}
+
+/// The API routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/api/v1/query",
+            post(query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
+        )
+        .merge(capture::routes())
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// An error answered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": self.message}))).into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> ApiError {
+        let status = match &error {
+            QueryError::Invalid(_) => StatusCode::BAD_REQUEST,
+            QueryError::Refused(_) => StatusCode::FORBIDDEN,
+            QueryError::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
+            QueryError::OutOfMemory { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// A caller authenticated by a personal secret key.
+pub struct User {
+    pub role: Role,
+}
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<User, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer <secret key>"))?;
+        let secret = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauthorized("Authorization must be Bearer <secret key>"))?;
+        let key = state
+            .catalog
+            .authenticate(secret.trim())
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .ok_or_else(|| unauthorized("invalid or revoked key"))?;
+        match key.kind {
+            KeyKind::Secret(role) => Ok(User { role }),
+            KeyKind::Capture => Err(unauthorized(
+                "a project write key can only send events; use a secret key",
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct QueryRequest {
+    sql: String,
+}
+
+async fn query(
+    State(state): State<AppState>,
+    user: User,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body must be JSON {{\"sql\": \"...\"}}: {e}"),
+        )
+    })?;
+    let privileges = match user.role {
+        Role::Admin => Privileges::Admin,
+        Role::Analyst | Role::Viewer => Privileges::ReadStore,
+    };
+    let result = state.engine.query(&request.sql, privileges).await?;
+    let accept = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let render_error = |e: datafusion::arrow::error::ArrowError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    };
+    if accept.contains("application/vnd.apache.arrow.stream") {
+        let body = format::arrow_ipc(&result).map_err(render_error)?;
+        Ok((
+            [(CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            body,
+        )
+            .into_response())
+    } else if accept.contains("text/csv") {
+        let body = format::csv(&result).map_err(render_error)?;
+        Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
+    } else {
+        Ok(Json(format::json(&result).map_err(render_error)?).into_response())
+    }
+}

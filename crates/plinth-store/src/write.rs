@@ -1,0 +1,163 @@
+//! Turning record batches into sorted, date-partitioned Parquet files.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::{Array, ArrayRef, TimestampMicrosecondArray, UInt32Array};
+use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, max, min, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::log::{DataFile, sync_dir};
+use crate::table::TableSpec;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Rows per Parquet row group: small enough that pruning skips work, large
+/// enough that scans stay sequential.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Sorts `batches` by the table's sort key and writes one file per partition
+/// (event date). Files are fsynced under their final names, which no snapshot
+/// references yet; the caller publishes them through a log commit.
+pub(crate) fn write_files(
+    table_dir: &Path,
+    spec: &TableSpec,
+    batches: &[RecordBatch],
+) -> Result<Vec<DataFile>> {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
+        return Ok(vec![]);
+    }
+    let batch = concat_batches(&spec.schema, batches.iter().copied())?;
+    let partition_micros = match spec.partition_column {
+        Some(name) => Some(
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .with_context(|| format!("partition column {name} must be a timestamp"))?
+                .clone(),
+        ),
+        None => None,
+    };
+
+    // Sort by (day, sort key...) in one pass, so each day is a contiguous run.
+    let mut sort_columns = Vec::new();
+    if let Some(micros) = &partition_micros {
+        let days: ArrayRef = Arc::new(
+            micros
+                .iter()
+                .map(|m| m.map(|m| m.div_euclid(MICROS_PER_DAY)))
+                .collect::<datafusion::arrow::array::Int64Array>(),
+        );
+        sort_columns.push(SortColumn {
+            values: days,
+            options: None,
+        });
+    }
+    for name in spec.sort_columns {
+        sort_columns.push(SortColumn {
+            values: batch.column_by_name(name).context("sort column")?.clone(),
+            options: None,
+        });
+    }
+    let sorted = if sort_columns.is_empty() {
+        batch
+    } else {
+        let indices = lexsort_to_indices(&sort_columns, None)?;
+        take_batch(&batch, &indices)?
+    };
+
+    let mut files = Vec::new();
+    match spec.partition_column {
+        None => files.push(write_one(table_dir, &spec.schema, None, &sorted, None)?),
+        Some(name) => {
+            let micros = sorted
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .expect("checked above")
+                .clone();
+            let mut start = 0;
+            while start < sorted.num_rows() {
+                let day = micros.value(start).div_euclid(MICROS_PER_DAY);
+                let mut end = start + 1;
+                while end < sorted.num_rows() && micros.value(end).div_euclid(MICROS_PER_DAY) == day
+                {
+                    end += 1;
+                }
+                let slice = sorted.slice(start, end - start);
+                let day_micros = micros.slice(start, end - start);
+                let range = (
+                    min(&day_micros).expect("non-empty"),
+                    max(&day_micros).expect("non-empty"),
+                );
+                files.push(write_one(
+                    table_dir,
+                    &spec.schema,
+                    Some(day_name(day)),
+                    &slice,
+                    Some(range),
+                )?);
+                start = end;
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn take_batch(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), indices, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// `YYYY-MM-DD` of a day number since the epoch.
+pub(crate) fn day_name(day: i64) -> String {
+    let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
+        .expect("day in range")
+        .date_naive();
+    date.format("%Y-%m-%d").to_string()
+}
+
+fn write_one(
+    table_dir: &Path,
+    schema: &SchemaRef,
+    partition: Option<String>,
+    batch: &RecordBatch,
+    range: Option<(i64, i64)>,
+) -> Result<DataFile> {
+    let relative = match &partition {
+        Some(day) => format!("date={day}/part-{}.parquet", uuid::Uuid::now_v7()),
+        None => format!("part-{}.parquet", uuid::Uuid::now_v7()),
+    };
+    let path = table_dir.join(&relative);
+    let folder = path.parent().expect("file has a folder");
+    fs::create_dir_all(folder)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    writer.write(batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    sync_dir(folder)?;
+    Ok(DataFile {
+        path: relative,
+        rows: batch.num_rows() as u64,
+        bytes,
+        partition,
+        min_micros: range.map(|r| r.0),
+        max_micros: range.map(|r| r.1),
+    })
+}

@@ -1,0 +1,171 @@
+//! Table operations keep every row exactly once across appends, flushes,
+//! compaction, retention, vacuum and reopening.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use plinth_store::{Mode, Store, schema};
+
+const DAY: i64 = 86_400_000_000;
+
+fn events(start: i64, count: usize, day: i64) -> RecordBatch {
+    let ids: Vec<String> = (0..count)
+        .map(|i| format!("e{}", start + i as i64))
+        .collect();
+    let text = |v: &str| Arc::new(StringArray::from(vec![v; count])) as Arc<dyn Array>;
+    let ts = Arc::new(
+        TimestampMicrosecondArray::from(
+            (0..count)
+                .map(|i| day * DAY + i as i64 * 1000)
+                .collect::<Vec<_>>(),
+        )
+        .with_timezone("UTC"),
+    );
+    RecordBatch::try_new(
+        schema::events(),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            text("$pageview"),
+            text("d"),
+            text("p"),
+            ts.clone(),
+            ts,
+            text("s"),
+            text("{}"),
+            text("test"),
+        ],
+    )
+    .unwrap()
+}
+
+fn today() -> i64 {
+    chrono::Utc::now().timestamp_micros() / DAY
+}
+
+#[test]
+fn appends_partition_by_day_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+        store
+            .events
+            .append(
+                &[events(0, 10, today()), events(10, 5, today() - 1)],
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        let snapshot = store.events.snapshot();
+        assert_eq!(snapshot.files.len(), 2);
+        assert_eq!(snapshot.rows(), 15);
+        assert!(snapshot.files.iter().all(|f| f.path.starts_with("date=")));
+    }
+    let store = Store::open(dir.path(), Mode::Reader, "test").unwrap();
+    assert_eq!(store.events.view().rows(), 15);
+}
+
+#[test]
+fn flush_moves_buffered_rows_to_parquet_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    store.events.buffer(events(0, 7, today())).unwrap();
+    assert_eq!(store.events.view().rows(), 7);
+    assert_eq!(store.events.flush().unwrap(), 7);
+    let view = store.events.view();
+    assert_eq!((view.snapshot.rows(), view.buffered.len()), (7, 0));
+}
+
+#[test]
+fn compaction_merges_small_files_and_vacuum_deletes_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    for i in 0..5 {
+        store
+            .events
+            .append(&[events(i * 100, 100, today())], &BTreeMap::new())
+            .unwrap();
+    }
+    let before = store.events.snapshot();
+    let report = store.events.compact(1_000_000).unwrap();
+    assert_eq!(
+        (report.files_before, report.files_after, report.rows),
+        (5, 1, 500)
+    );
+    let after = store.events.snapshot();
+    assert_eq!(after.rows(), 500);
+    assert_eq!(after.tombstones.len(), 5);
+    // Old files stay until vacuum, for queries that still read them.
+    for file in &before.files {
+        assert!(dir.path().join("tables/events").join(&file.path).exists());
+    }
+    assert_eq!(store.events.vacuum(Duration::ZERO).unwrap(), 5);
+    for file in &before.files {
+        assert!(!dir.path().join("tables/events").join(&file.path).exists());
+    }
+    assert!(store.events.snapshot().tombstones.is_empty());
+}
+
+#[test]
+fn retention_drops_old_days_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    store
+        .events
+        .append(
+            &[events(0, 3, today() - 40), events(3, 4, today())],
+            &BTreeMap::new(),
+        )
+        .unwrap();
+    let dropped = store
+        .events
+        .retain(Duration::from_secs(30 * 86_400))
+        .unwrap();
+    assert_eq!(dropped, 3);
+    assert_eq!(store.events.snapshot().rows(), 4);
+}
+
+#[test]
+fn files_no_snapshot_names_are_removed_when_a_writer_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+        store
+            .events
+            .append(&[events(0, 3, today())], &BTreeMap::new())
+            .unwrap();
+    }
+    // What a writer killed between writing a file and committing it leaves.
+    let orphan = dir
+        .path()
+        .join("tables/events/date=2020-01-01/part-orphan.parquet");
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"half a file").unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    assert!(!orphan.exists());
+    assert_eq!(store.events.snapshot().rows(), 3);
+}
+
+#[test]
+fn a_second_writer_is_refused_with_who_holds_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Store::open(dir.path(), Mode::Writer, "plinth serve on 127.0.0.1:1").unwrap();
+    let err = Store::open(dir.path(), Mode::Writer, "second")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("plinth serve on 127.0.0.1:1"), "{err}");
+    assert!(Store::writer(dir.path()).unwrap().contains("plinth serve"));
+}
+
+#[test]
+fn checkpoints_commit_with_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    let checkpoints = BTreeMap::from([("import:a".to_string(), 42)]);
+    store
+        .events
+        .append(&[events(0, 1, today())], &checkpoints)
+        .unwrap();
+    assert_eq!(store.events.snapshot().checkpoints["import:a"], 42);
+}

@@ -1,0 +1,152 @@
+//! `plinth demo`: generate the demo product, then serve it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use plinth_catalog::{Catalog, KeyKind, Role};
+use plinth_demo::{DemoConfig, DemoEvent};
+use plinth_engine::Engine;
+use plinth_ingest::{EventInput, Ingestor};
+use plinth_server::AppState;
+use plinth_store::{Mode, Store};
+use serde_json::{Map, Value};
+
+use crate::cli::DemoArgs;
+
+/// Events per commit while generating.
+const CHUNK_EVENTS: usize = 1 << 19;
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let config = DemoConfig::new(args.users, args.days, args.seed, args.end_date());
+    if let Some(path) = &args.ndjson {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let written = plinth_demo::write_posthog_ndjson(&config, &mut out)?;
+        std::io::Write::flush(&mut out)?;
+        println!("wrote {written} events to {}", path.display());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = if args.no_serve {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&args.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.listen))?,
+            )
+        };
+        let holder = match &listener {
+            Some(l) => format!("plinth demo on {}", l.local_addr()?),
+            None => "plinth demo".to_string(),
+        };
+        let store = Arc::new(Store::open(&args.data.dir, Mode::Writer, &holder)?);
+        let existing = store.events.snapshot().rows();
+        if existing > 0 {
+            println!(
+                "{} already holds {existing} events; using them (remove the folder to generate anew)",
+                args.data.dir.display()
+            );
+        } else {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || generate(&store, &config)).await??;
+        }
+        let catalog = Arc::new(Catalog::open(&args.data.dir)?);
+        let admin = catalog.create_key(KeyKind::Secret(Role::Admin))?;
+        let capture = catalog.create_key(KeyKind::Capture)?;
+        println!("secret key (admin): {admin}");
+        println!("project write key:  {capture}");
+        let Some(listener) = listener else {
+            return Ok(());
+        };
+        let address = listener.local_addr()?;
+        println!("Plinth demo is serving on http://{address}");
+        println!(
+            "try: curl -s http://{address}/api/v1/query -H 'Authorization: Bearer {admin}' \
+             -d '{{\"sql\": \"SELECT event, count(*) FROM events GROUP BY event ORDER BY 2 DESC\"}}'"
+        );
+        let engine = Engine::new(store.clone(), args.limits.limits());
+        let capture = crate::serve::start_capture(&store, args.capture.limits()).await?;
+        let state = AppState {
+            engine,
+            catalog,
+            capture: Some(capture),
+        };
+        crate::serve::serve(listener, store, state).await
+    })
+}
+
+fn generate(store: &Arc<Store>, config: &DemoConfig) -> Result<()> {
+    let ingestor = Ingestor::open(store.clone())?;
+    let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template(
+        "{spinner} generating the demo: {human_pos} events ({per_sec}) {elapsed}",
+    )?);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
+    let mut total = 0u64;
+    for event in plinth_demo::generate(config) {
+        chunk.push(to_input(event)?);
+        if chunk.len() == CHUNK_EVENTS {
+            total += chunk.len() as u64;
+            ingestor.append(&chunk, now(), &BTreeMap::new())?;
+            chunk.clear();
+            bar.set_position(total);
+        }
+    }
+    total += chunk.len() as u64;
+    ingestor.append(&chunk, now(), &BTreeMap::new())?;
+    bar.set_position(total);
+    bar.set_message("compacting");
+    store.events.compact(4_000_000)?;
+    // Nothing can have read the replaced files: this process created them.
+    store.events.vacuum(Duration::ZERO)?;
+    bar.finish_and_clear();
+    println!(
+        "generated {total} events for {} users over {} days ({} to {}) in {:.1} s; {} persons",
+        config.users,
+        config.days,
+        config.start_date(),
+        config.end_date,
+        started.elapsed().as_secs_f64(),
+        ingestor.persons()
+    );
+    Ok(())
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A demo event as the capture endpoints would have accepted it.
+fn to_input(event: DemoEvent) -> Result<EventInput> {
+    let mut input = EventInput {
+        uuid: Some(event.uuid.to_string()),
+        event: event.event.to_string(),
+        distinct_id: event.distinct_id,
+        timestamp_micros: event.timestamp_micros,
+        session_id: event.session_id,
+        properties: event.properties_json,
+        lib: Some("plinth-demo".to_string()),
+        ..Default::default()
+    };
+    // Only identity events carry person updates; parse just those.
+    if input.properties.contains("\"$set") || input.properties.contains("\"$anon_distinct_id") {
+        let properties: Map<String, Value> = serde_json::from_str(&input.properties)?;
+        input.set = properties.get("$set").and_then(|v| v.as_object()).cloned();
+        input.set_once = properties
+            .get("$set_once")
+            .and_then(|v| v.as_object())
+            .cloned();
+        input.merge_with = properties
+            .get("$anon_distinct_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+    }
+    Ok(input)
+}

@@ -1,0 +1,73 @@
+//! `plinth import`: load event files into the store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use plinth_ingest::{ImportFormat, Ingestor, import_file};
+use plinth_store::{Mode, Store};
+
+use crate::cli::ImportArgs;
+
+pub fn run(args: ImportArgs) -> Result<()> {
+    let mut plan = Vec::new();
+    for file in &args.files {
+        let format = match args.format {
+            Some(format) => format.into(),
+            None => match ImportFormat::from_path(file) {
+                Some(format) => format,
+                None => bail!(
+                    "cannot tell the format of {} from its name; pass --format ndjson|csv|parquet",
+                    file.display()
+                ),
+            },
+        };
+        if !file.is_file() {
+            bail!("{} is not a file", file.display());
+        }
+        plan.push((file, format));
+    }
+    let store = Arc::new(Store::open(&args.data.dir, Mode::Writer, "plinth import")?);
+    let ingestor = Ingestor::open(store.clone())?;
+    let started = Instant::now();
+    let (mut events, mut quarantined) = (0u64, 0u64);
+    for (file, format) in plan {
+        let bar = ProgressBar::new(std::fs::metadata(file)?.len()).with_style(
+            ProgressStyle::with_template(
+                "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )?,
+        );
+        bar.set_message(file.display().to_string());
+        let report = import_file(&ingestor, file, format, args.commit_rows, &|bytes| {
+            bar.set_position(bytes)
+        })?;
+        bar.finish_and_clear();
+        let resumed = if report.resumed_after > 0 {
+            format!(" (resumed after row {})", report.resumed_after)
+        } else {
+            String::new()
+        };
+        println!(
+            "{}: {} events, {} quarantined{resumed}",
+            file.display(),
+            report.events,
+            report.quarantined
+        );
+        events += report.events;
+        quarantined += report.quarantined;
+    }
+    let elapsed = started.elapsed();
+    if !args.no_compact {
+        store.events.compact(4_000_000)?;
+        store.events.vacuum(Duration::from_secs(300))?;
+    }
+    println!(
+        "imported {events} events in {:.1} s ({:.0} events/s); {quarantined} quarantined \
+         (see: plinth sql \"SELECT * FROM quarantine\"); {} persons",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64().max(1e-9),
+        ingestor.persons()
+    );
+    Ok(())
+}

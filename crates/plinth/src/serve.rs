@@ -1,0 +1,128 @@
+//! `plinth serve`: the HTTP API and the capture endpoints over a data
+//! directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use plinth_catalog::Catalog;
+use plinth_engine::Engine;
+use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
+use plinth_server::capture::{CaptureLimits, CaptureService};
+use plinth_server::{AppState, router};
+use plinth_store::{Mode, Store};
+
+use crate::cli::ServeArgs;
+
+/// How often the server compacts small files and deletes replaced ones.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
+const COMPACT_ROWS: u64 = 4_000_000;
+const VACUUM_GRACE: Duration = Duration::from_secs(300);
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let store = Arc::new(Store::open(
+            &args.data.dir,
+            Mode::Writer,
+            &format!("plinth serve on {address}"),
+        )?);
+        let catalog = Arc::new(Catalog::open(&args.data.dir)?);
+        let engine = Engine::new(store.clone(), args.limits.limits());
+        let capture = start_capture(&store, args.capture.limits()).await?;
+        println!(
+            "Plinth is serving {} on http://{address}",
+            args.data.dir.display()
+        );
+        let state = AppState {
+            engine,
+            catalog,
+            capture: Some(capture),
+        };
+        serve(listener, store, state).await
+    })
+}
+
+/// Replays the write-ahead log into the store and starts the capture
+/// pipeline; nothing is served before the replay is complete.
+pub async fn start_capture(
+    store: &Arc<Store>,
+    limits: CaptureLimits,
+) -> Result<Arc<CaptureService>> {
+    let store = store.clone();
+    let (pipeline, recovery) = tokio::task::spawn_blocking(move || {
+        let config = CaptureConfig::new(store.root());
+        let ingestor = Arc::new(Ingestor::open(store)?);
+        CapturePipeline::open(ingestor, config)
+    })
+    .await??;
+    if recovery.events > 0 || recovery.quarantined > 0 {
+        eprintln!(
+            "recovered {} events and {} quarantined items from the write-ahead log",
+            recovery.events, recovery.quarantined
+        );
+    }
+    Ok(Arc::new(CaptureService::new(Arc::new(pipeline), limits)))
+}
+
+/// Serves until Ctrl-C or SIGTERM, maintaining the store in the background;
+/// then drains the capture pipeline, so that every acknowledged event is in
+/// Parquet when the process exits.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    state: AppState,
+) -> Result<()> {
+    let maintenance = tokio::spawn(maintain_forever(store));
+    let capture = state.capture.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    maintenance.abort();
+    if let Some(capture) = capture {
+        let pipeline = capture.pipeline().clone();
+        tokio::task::spawn_blocking(move || pipeline.shutdown()).await??;
+    }
+    Ok(())
+}
+
+async fn maintain_forever(store: Arc<Store>) {
+    let mut ticker = tokio::time::interval(MAINTENANCE_INTERVAL);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let store = store.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<()> {
+            for table in store.tables() {
+                table.compact(COMPACT_ROWS)?;
+                table.vacuum(VACUUM_GRACE)?;
+            }
+            Ok(())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("maintenance failed: {e:#}"),
+            Err(e) => tracing::error!("maintenance panicked: {e}"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

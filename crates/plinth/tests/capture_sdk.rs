@@ -1,0 +1,147 @@
+//! The real PostHog and Segment SDKs (Python and Node) pointed at a real
+//! `plinth serve`: every event arrives exactly once with its properties,
+//! and identify / alias join each story into one person, also for events
+//! sent before the merge.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Server, python, run_ok};
+use serde_json::{Value, json};
+
+const STORIES: [&str; 4] = ["py-posthog", "py-segment", "node-posthog", "node-segment"];
+
+fn sdk_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk")
+}
+
+/// Rows of `sql` through the server's query API (it sees buffered rows).
+fn query(server: &Server, admin: &str, sql: &str) -> Vec<Vec<Value>> {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/query", server.url))
+        .bearer_auth(admin)
+        .json(&json!({ "sql": sql }))
+        .send()
+        .expect("query request");
+    let status = response.status();
+    let body: Value = response.json().unwrap();
+    assert_eq!(status, 200, "{sql}: {body}");
+    serde_json::from_value(body["rows"].clone()).unwrap()
+}
+
+/// Polls `sql` until it returns `expected` (persons reach Parquet at the
+/// next flush, every few seconds).
+fn eventually(server: &Server, admin: &str, sql: &str, expected: Value) {
+    let started = Instant::now();
+    loop {
+        let rows = query(server, admin, sql);
+        if json!(rows) == expected {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{sql}\nexpected {expected}, got {}",
+            json!(rows)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn run_client(program: &mut Command, what: &str) {
+    let output = program
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the {what} SDK program: {e}; run the tests through .ci/run, which installs the SDKs"));
+    assert!(
+        output.status.success(),
+        "the {what} SDK program failed (run the tests through .ci/run, which installs \
+         the PyPI packages posthog and segment-analytics-python into its venv and runs \
+         `npm ci` in tests/sdk):\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn real_sdks_deliver_every_event_once_and_merge_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let admin = run_ok(&["keys", "create", "--data", data, "--role", "admin"])
+        .trim()
+        .to_string();
+    let key = run_ok(&["keys", "create", "--data", data, "--capture"])
+        .trim()
+        .to_string();
+    let server = Server::start(dir.path());
+
+    run_client(
+        Command::new(python())
+            .arg(sdk_dir().join("send_python.py"))
+            .args([&server.url, &key]),
+        "Python (posthog, segment-analytics-python)",
+    );
+    assert!(
+        sdk_dir().join("node_modules/posthog-node").is_dir()
+            && sdk_dir()
+                .join("node_modules/@segment/analytics-node")
+                .is_dir(),
+        "the Node SDKs are not installed in tests/sdk/node_modules: run the tests through \
+         .ci/run (it runs `npm ci` in tests/sdk)"
+    );
+    run_client(
+        Command::new("node")
+            .arg(sdk_dir().join("send_node.mjs"))
+            .args([&server.url, &key]),
+        "Node (posthog-node, @segment/analytics-node)",
+    );
+
+    for story in STORIES {
+        // Each of the 13 events exactly once, with its properties. (The
+        // parser binds `=` tighter than `->>`: accesses are parenthesised.)
+        let events = format!(
+            "SELECT count(*), count(DISTINCT uuid), count(DISTINCT properties->>'i'), \
+             min(CAST(properties->>'i' AS BIGINT)), max(CAST(properties->>'i' AS BIGINT)), \
+             count(*) FILTER (WHERE (properties->'nested'->>'ok') = 'true') \
+             FROM events WHERE event = 'sdk event' AND (properties->>'client') = '{story}'"
+        );
+        assert_eq!(
+            json!(query(&server, &admin, &events)),
+            json!([[13, 13, 13, 0, 12, 13]]),
+            "{story}"
+        );
+        // The identify and the alias are events too.
+        let identity_events = format!(
+            "SELECT count(*) FROM events WHERE distinct_id LIKE '{story}-%' AND event <> 'sdk event'"
+        );
+        assert_eq!(
+            json!(query(&server, &admin, &identity_events)),
+            json!([[2]]),
+            "{story}"
+        );
+        // One person: the anonymous visit, the user, and the second device
+        // whose person already had events when the alias merged it.
+        eventually(
+            &server,
+            &admin,
+            &format!(
+                "SELECT array_length(distinct_ids), properties->>'email' FROM persons \
+                 WHERE array_has(distinct_ids, '{story}-user')"
+            ),
+            json!([[3, format!("{story}@example.com")]]),
+        );
+        eventually(
+            &server,
+            &admin,
+            &format!(
+                "SELECT count(DISTINCT person_id) FROM events WHERE distinct_id LIKE '{story}-%'"
+            ),
+            json!([[1]]),
+        );
+    }
+    assert_eq!(
+        json!(query(&server, &admin, "SELECT count(*) FROM quarantine")),
+        json!([[0]])
+    );
+}

@@ -1,0 +1,150 @@
+//! Command-line behaviour: errors are one clear line and a non-zero exit.
+
+mod common;
+
+use common::run;
+
+fn stderr_line(output: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr).to_string();
+    let lines: Vec<_> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line of error, got:\n{text}");
+    lines[0].to_string()
+}
+
+#[test]
+fn sql_on_a_missing_directory_says_what_to_do() {
+    let output = run(&["sql", "--data", "/nonexistent/plinth", "SELECT 1"]);
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(
+        line.starts_with("error: ") && line.contains("plinth demo"),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_sql_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    common::run_ok(&["keys", "create", "--data", data, "--capture"]);
+    std::fs::create_dir_all(dir.path().join("tables")).unwrap();
+    let output = run(&["sql", "--data", data, "SELEC 1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_line(&output).starts_with("error: "));
+}
+
+#[test]
+fn keys_need_a_role_or_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(&["keys", "create", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(&[
+        "keys",
+        "create",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--role",
+        "owner",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn every_command_has_help() {
+    for command in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["keys", "create", "--help"],
+        vec!["sql", "--help"],
+        vec!["import", "--help"],
+        vec!["demo", "--help"],
+        vec!["maintain", "--help"],
+    ] {
+        let output = run(&command);
+        assert!(output.status.success(), "{command:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage:"),
+            "{command:?}"
+        );
+    }
+}
+
+#[test]
+fn a_second_writer_is_told_who_holds_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = common::Server::start(dir.path());
+    let file = dir.path().join("e.ndjson");
+    std::fs::write(&file, "{\"event\":\"x\",\"distinct_id\":\"a\"}\n").unwrap();
+    let output = run(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(line.contains("plinth serve on 127.0.0.1:"), "{line}");
+}
+
+#[test]
+fn import_of_an_unknown_format_asks_for_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.txt");
+    std::fs::write(&file, "x").unwrap();
+    let output = run(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr_line(&output).contains("--format"));
+}
+
+#[test]
+fn stats_answers_a_json_request_on_stdin() {
+    use std::io::Write;
+    let mut child = common::plinth()
+        .arg("stats")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            br#"{"test": "ttest", "metric": "proportion", "difference": "relative",
+                "control": {"n": 1000, "sum": 100}, "treatment": {"n": 1000, "sum": 120}}"#,
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // GrowthBook's gbstats gives lift 0.2, CI [-0.100768, 0.500768], p 0.192350.
+    assert!((answer["lift"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+    assert!((answer["ci"][0].as_f64().unwrap() + 0.100768).abs() < 1e-6);
+    assert!((answer["p_value"].as_f64().unwrap() - 0.192350).abs() < 1e-6);
+}
+
+#[test]
+fn stats_names_the_bad_field() {
+    use std::io::Write;
+    let mut child = common::plinth()
+        .arg("stats")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"test": "ttest", "metric": "proportion", "control": {"n": 10}, "treatment": {"n": 10, "sum": 2}}"#)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(line.contains("control.sum"), "{line}");
+}
