@@ -71,6 +71,9 @@ pub struct DetectorConfig {
     /// Weight of the forecast score against the novelty score (0 scores by
     /// novelty alone).
     pub forecast_weight: f64,
+    /// Weight of the novelty score (0 scores by the forecast alone, for
+    /// business metrics whose growth makes every new level look novel).
+    pub novelty_weight: f64,
 }
 
 impl Default for DetectorConfig {
@@ -92,6 +95,7 @@ impl Default for DetectorConfig {
             novelty_levels: 12.0,
             novelty_orders: 2,
             forecast_weight: 1.0,
+            novelty_weight: 1.0,
         }
     }
 }
@@ -275,7 +279,9 @@ impl Detector {
         if self.points_seen < c.warmup_points {
             return 0.0;
         }
-        let raw = (c.forecast_weight * forecast).max(novelty).min(1.0);
+        let raw = (c.forecast_weight * forecast)
+            .max(c.novelty_weight * novelty)
+            .min(1.0);
         let mut score = raw;
         if self.points_since_alarm < c.suppression_points {
             score *= c.suppression_factor;
@@ -296,7 +302,15 @@ impl Detector {
         weekly_slot: Option<usize>,
     ) {
         let c = self.config;
-        let limit = c.clip_sigmas * scale;
+        // While the series has been flat, the residual scale sits at its
+        // floor; clipping there would pin the level forever (a count that is
+        // zero for weeks, then starts). Learn the first movement unclipped.
+        let flat = self.mean_absolute_residual * MEAN_ABSOLUTE_TO_SIGMA < scale;
+        let limit = if flat {
+            f64::INFINITY
+        } else {
+            c.clip_sigmas * scale
+        };
         let clipped = residual.clamp(-limit, limit);
         let previous_level = self.level;
         self.level += self.trend + c.level_smoothing * clipped;

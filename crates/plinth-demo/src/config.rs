@@ -1,6 +1,6 @@
 //! What to generate: how many users, over which days, from which seed.
 
-use chrono::{Days, NaiveDate};
+use chrono::{Datelike, Days, NaiveDate};
 
 /// Longest look-back of the planted checkout outage from the last day.
 const OUTAGE_DAYS_BEFORE_END: u32 = 20;
@@ -48,11 +48,20 @@ impl DemoConfig {
         self.end_date - Days::new(u64::from(self.day_count() - 1))
     }
 
-    /// The day (UTC) on which checkout is down: 20 days before `end_date`, or a third of the
-    /// window back when the window is shorter than 60 days, so it is always inside it.
+    /// The day (UTC) on which checkout is down: the Wednesday on or before 20 days before
+    /// `end_date` (a third of the window back when the window is shorter than 60 days). A
+    /// weekday, because a lost weekend day hides in weekend noise; the plain date when the
+    /// Wednesday would fall outside the window.
     pub fn outage_date(&self) -> NaiveDate {
         let back = OUTAGE_DAYS_BEFORE_END.min(self.day_count() / 3);
-        self.end_date - Days::new(u64::from(back))
+        let candidate = self.end_date - Days::new(u64::from(back));
+        let since_wednesday = (candidate.weekday().num_days_from_monday() + 7 - 2) % 7;
+        let wednesday = candidate - Days::new(u64::from(since_wednesday));
+        if wednesday >= self.start_date() {
+            wednesday
+        } else {
+            candidate
+        }
     }
 }
 

@@ -204,10 +204,10 @@ impl Shared {
 
     fn fail(&self, reason: String) {
         tracing::error!("capture stopped accepting events: {reason}");
-        self.failed
-            .lock()
-            .expect("failure lock")
-            .get_or_insert(reason);
+        let mut failed = self.failed.lock().expect("failure lock");
+        if failed.is_none() {
+            *failed = Some(reason);
+        }
     }
 }
 
@@ -221,7 +221,7 @@ impl CapturePipeline {
         let mut dedup = RecentIds::new(config.dedup_window, config.dedup_capacity);
         let known_from_parquet = load_recent_ids(&ingestor, &config, &mut dedup)?;
         let (next_lsn, mut recovery) = recover(&ingestor, &config, &mut dedup)?;
-        recovery.known_ids = known_from_parquet + recovery.known_ids;
+        recovery.known_ids += known_from_parquet;
         let wal = WalWriter::create(&config.wal_dir, next_lsn)?;
         wal::remove_covered(&config.wal_dir, next_lsn - 1, wal.segment_first_lsn())?;
 
@@ -987,7 +987,9 @@ pub fn replay_quarantine(
             Ok(event) => {
                 let mut input = EventInput::from(event);
                 // A stable id: replaying twice must not store twice.
-                input.uuid.get_or_insert_with(|| item.id.clone());
+                if input.uuid.is_none() {
+                    input.uuid = Some(item.id.clone());
+                }
                 events.push(input);
             }
             Err(rejected) => {

@@ -76,7 +76,7 @@ impl CaptureService {
     }
 
     /// Whether `token` is a live project write key.
-    fn is_write_key(&self, catalog: &Catalog, token: &str) -> Result<bool, Response> {
+    fn is_write_key(&self, catalog: &Catalog, token: &str) -> anyhow::Result<bool> {
         {
             let cache = self.verified_keys.lock().expect("key cache lock");
             if cache
@@ -86,9 +86,7 @@ impl CaptureService {
                 return Ok(true);
             }
         }
-        let key = catalog
-            .authenticate(token)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?;
+        let key = catalog.authenticate(token)?;
         let valid = key.is_some_and(|k| k.kind == KeyKind::Capture);
         if valid {
             let mut cache = self.verified_keys.lock().expect("key cache lock");
@@ -227,7 +225,7 @@ async fn capture(
                  `plinth keys create --capture`)",
             );
         }
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
     let beacon = decoded.beacon;
     let request = to_request(format, &path, decoded, received_at);

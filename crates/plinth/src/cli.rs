@@ -96,6 +96,10 @@ pub struct ScanArgs {
     /// Print every point, not only flagged ones.
     #[arg(long)]
     pub all: bool,
+    /// Detector settings to override, as JSON (see plinth_anomaly::DetectorConfig),
+    /// e.g. '{"band_sigmas": 4}'.
+    #[arg(long, value_name = "JSON")]
+    pub detector: Option<String>,
 }
 
 /// A dbt-compatible project and a selection of its nodes.
