@@ -120,7 +120,7 @@ async fn parquet_scan(
     let mut group_bytes = vec![0u64; groups];
     // Largest first into the lightest group balances the partitions.
     let mut files: Vec<_> = view.snapshot.files.iter().collect();
-    files.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    files.sort_by_key(|f| std::cmp::Reverse(f.bytes));
     for file in files {
         let path = view.table_dir.join(&file.path);
         let location = datafusion::object_store::path::Path::from_absolute_path(&path)
