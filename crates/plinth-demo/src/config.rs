@@ -77,7 +77,9 @@ mod tests {
     fn window_includes_both_ends() {
         let config = DemoConfig::new(10, 90, 1, date(2025, 3, 31));
         assert_eq!(config.start_date(), date(2025, 1, 1));
-        assert_eq!(config.outage_date(), date(2025, 3, 11));
+        // 20 days back is Tuesday 2025-03-11; the outage takes the Wednesday before.
+        assert_eq!(config.outage_date(), date(2025, 3, 5));
+        assert_eq!(config.outage_date().weekday(), chrono::Weekday::Wed);
     }
 
     #[test]
