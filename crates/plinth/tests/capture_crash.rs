@@ -9,34 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, run_ok};
+use common::Server;
 use serde_json::{Value, json};
 
 const SENDERS: usize = 4;
 const BATCH: usize = 50;
 const ROUNDS: usize = 4;
-
-/// xorshift; the seed is printed so a failure can be replayed.
-fn seed() -> u64 {
-    let seed = std::env::var("PLINTH_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("crash moments seed: PLINTH_CRASH_SEED={seed}");
-    seed | 1
-}
-
-fn next(state: &mut u64, low: u64, high: u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    low + *state % (high - low)
-}
 
 /// Posts batches until `stop` or until the server is gone; records the ids
 /// of every batch answered 200. Every third request re-sends the previous
@@ -99,14 +77,9 @@ fn query(url: &str, admin: &str, sql: &str) -> Vec<Vec<Value>> {
 fn acknowledged_events_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let admin = run_ok(&["keys", "create", "--data", data, "--role", "admin"])
-        .trim()
-        .to_string();
-    let key = run_ok(&["keys", "create", "--data", data, "--capture"])
-        .trim()
-        .to_string();
+    let (admin, key) = common::admin_and_capture_keys(data);
     let acked = Arc::new(Mutex::new(HashSet::new()));
-    let mut moments = seed();
+    let mut moments = common::Moments::new();
     for round in 0..ROUNDS {
         let server = Server::start(dir.path());
         let stop = Arc::new(AtomicBool::new(false));
@@ -118,7 +91,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
             })
             .collect();
         // Late enough in some rounds for a flush (every 5 s) to have run.
-        std::thread::sleep(Duration::from_millis(next(&mut moments, 300, 6500)));
+        std::thread::sleep(Duration::from_millis(moments.next_ms(300, 6500)));
         drop(server); // SIGKILL
         stop.store(true, Ordering::Relaxed);
         let sent: usize = senders.into_iter().map(|s| s.join().unwrap()).sum();

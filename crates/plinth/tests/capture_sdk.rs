@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, python, run_ok};
+use common::{Server, python};
 use serde_json::{Value, json};
 
 const STORIES: [&str; 4] = ["py-posthog", "py-segment", "node-posthog", "node-segment"];
@@ -68,12 +68,7 @@ fn run_client(program: &mut Command, what: &str) {
 fn real_sdks_deliver_every_event_once_and_merge_identities() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let admin = run_ok(&["keys", "create", "--data", data, "--role", "admin"])
-        .trim()
-        .to_string();
-    let key = run_ok(&["keys", "create", "--data", data, "--capture"])
-        .trim()
-        .to_string();
+    let (admin, key) = common::admin_and_capture_keys(data);
     let server = Server::start(dir.path());
 
     run_client(

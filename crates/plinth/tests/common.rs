@@ -26,6 +26,16 @@ pub fn run(args: &[&str]) -> Output {
     plinth().args(args).output().expect("run plinth")
 }
 
+/// A new admin secret key and a project write key for `data`.
+pub fn admin_and_capture_keys(data: &str) -> (String, String) {
+    let create = |kind: &[&str]| {
+        let mut args = vec!["keys", "create", "--data", data];
+        args.extend_from_slice(kind);
+        run_ok(&args).trim().to_string()
+    };
+    (create(&["--role", "admin"]), create(&["--capture"]))
+}
+
 /// The value printed after `label` on a line of `text`.
 pub fn printed(text: &str, label: &str) -> String {
     text.lines()
@@ -114,4 +124,31 @@ pub fn duckdb_scalar(sql: &str) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// A small pseudo-random sequence; the seed is printed so a failure can be
+/// replayed with PLINTH_CRASH_SEED.
+pub struct Moments(u64);
+
+impl Moments {
+    pub fn new() -> Moments {
+        let seed = std::env::var("PLINTH_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("crash moments seed: PLINTH_CRASH_SEED={seed}");
+        Moments(seed | 1)
+    }
+
+    pub fn next_ms(&mut self, low: u64, high: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        low + self.0 % (high - low)
+    }
 }

@@ -7,34 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{count, duckdb_scalar, plinth, run_ok};
-
-/// A small pseudo-random sequence; the seed is printed so a failure can be
-/// replayed with PLINTH_CRASH_SEED.
-struct Moments(u64);
-
-impl Moments {
-    fn new() -> Moments {
-        let seed = std::env::var("PLINTH_CRASH_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        eprintln!("crash moments seed: PLINTH_CRASH_SEED={seed}");
-        Moments(seed | 1)
-    }
-
-    fn next_ms(&mut self, low: u64, high: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        low + self.0 % (high - low)
-    }
-}
+use common::{Moments, count, duckdb_scalar, plinth, run_ok};
 
 fn demo_ndjson(path: &Path, users: &str) -> u64 {
     run_ok(&[
