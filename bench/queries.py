@@ -38,7 +38,7 @@ s2 AS (SELECT e.person_id, min(e.timestamp) AS t2 FROM events e JOIN s1 ON e.per
        WHERE e.event = 'signed up' AND e.timestamp >= s1.t1 AND e.timestamp < s1.t1 + INTERVAL '14 days' GROUP BY e.person_id),
 s3 AS (SELECT e.person_id FROM events e JOIN s2 ON e.person_id = s2.person_id JOIN s1 ON s1.person_id = s2.person_id
        WHERE e.event = 'project created' AND e.timestamp >= s2.t2 AND e.timestamp < s1.t1 + INTERVAL '14 days' GROUP BY e.person_id)
-SELECT (SELECT count(*) FROM s1), (SELECT count(*) FROM s2), (SELECT count(*) FROM s3)""",
+SELECT (SELECT count(*) FROM s1) AS step1, (SELECT count(*) FROM s2) AS step2, (SELECT count(*) FROM s3) AS step3""",
         None,
     ),
     "week-1 retention": (
