@@ -79,7 +79,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     let data = dir.path().to_str().unwrap();
     let (admin, key) = common::admin_and_capture_keys(data);
     let acked = Arc::new(Mutex::new(HashSet::new()));
-    let mut moments = common::Moments::new();
+    let mut moments = common::Moments::from_env_or_clock();
     for round in 0..ROUNDS {
         let server = Server::start(dir.path());
         let stop = Arc::new(AtomicBool::new(false));

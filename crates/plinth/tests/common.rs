@@ -131,7 +131,7 @@ pub fn duckdb_scalar(sql: &str) -> String {
 pub struct Moments(u64);
 
 impl Moments {
-    pub fn new() -> Moments {
+    pub fn from_env_or_clock() -> Moments {
         let seed = std::env::var("PLINTH_CRASH_SEED")
             .ok()
             .and_then(|s| s.parse().ok())

@@ -66,7 +66,7 @@ fn an_import_killed_at_random_moments_resumes_to_every_event_exactly_once() {
         "10000",
         file.to_str().unwrap(),
     ];
-    let mut moments = Moments::new();
+    let mut moments = Moments::from_env_or_clock();
     let mut kills = 0;
     for _ in 0..5 {
         if kill_after(&args, Duration::from_millis(moments.next_ms(150, 1500))) {
@@ -111,7 +111,7 @@ fn compaction_killed_at_random_moments_leaves_the_table_whole() {
         "{files_before} files for {days} days: nothing to compact"
     );
     let maintain = ["maintain", "--data", data_arg, "--vacuum-grace", "0"];
-    let mut moments = Moments::new();
+    let mut moments = Moments::from_env_or_clock();
     let mut kills = 0;
     for _ in 0..5 {
         if kill_after(&maintain, Duration::from_millis(moments.next_ms(20, 600))) {
