@@ -165,6 +165,13 @@ impl QueryLimitArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArg,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// How a server listens and what it bounds; shared by `serve` and `demo`.
+#[derive(Args)]
+pub struct ServingArgs {
     /// Address to listen on. Plinth binds to loopback unless told otherwise.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub listen: String,
@@ -281,13 +288,8 @@ pub struct DemoArgs {
     /// Write the events as PostHog-shaped NDJSON to FILE instead of storing them.
     #[arg(long, value_name = "FILE")]
     pub ndjson: Option<PathBuf>,
-    /// Address to serve on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
-    pub listen: String,
     #[command(flatten)]
-    pub limits: QueryLimitArgs,
-    #[command(flatten)]
-    pub capture: CaptureLimitArgs,
+    pub serving: ServingArgs,
 }
 
 impl DemoArgs {

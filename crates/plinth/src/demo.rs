@@ -36,9 +36,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
             None
         } else {
             Some(
-                tokio::net::TcpListener::bind(&args.listen)
+                tokio::net::TcpListener::bind(&args.serving.listen)
                     .await
-                    .with_context(|| format!("cannot listen on {}", args.listen))?,
+                    .with_context(|| format!("cannot listen on {}", args.serving.listen))?,
             )
         };
         let holder = match &listener {
@@ -70,8 +70,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "try: curl -s http://{address}/api/v1/query -H 'Authorization: Bearer {admin}' \
              -d '{{\"sql\": \"SELECT event, count(*) FROM events GROUP BY event ORDER BY 2 DESC\"}}'"
         );
-        let engine = Engine::new(store.clone(), args.limits.limits());
-        let capture = crate::serve::start_capture(&store, args.capture.limits()).await?;
+        let engine = Engine::new(store.clone(), args.serving.limits.limits());
+        let capture = crate::serve::start_capture(&store, args.serving.capture.limits()).await?;
         let state = AppState {
             engine,
             catalog,

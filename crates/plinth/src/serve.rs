@@ -22,9 +22,9 @@ const VACUUM_GRACE: Duration = Duration::from_secs(300);
 pub fn run(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
+        let listener = tokio::net::TcpListener::bind(&args.serving.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .with_context(|| format!("cannot listen on {}", args.serving.listen))?;
         let address = listener.local_addr()?;
         let store = Arc::new(Store::open(
             &args.data.dir,
@@ -32,8 +32,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             &format!("plinth serve on {address}"),
         )?);
         let catalog = Arc::new(Catalog::open(&args.data.dir)?);
-        let engine = Engine::new(store.clone(), args.limits.limits());
-        let capture = start_capture(&store, args.capture.limits()).await?;
+        let engine = Engine::new(store.clone(), args.serving.limits.limits());
+        let capture = start_capture(&store, args.serving.capture.limits()).await?;
         println!(
             "Plinth is serving {} on http://{address}",
             args.data.dir.display()
