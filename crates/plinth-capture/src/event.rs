@@ -74,6 +74,29 @@ pub struct NormalizedEvent {
     pub groups: BTreeMap<String, String>,
 }
 
+impl NormalizedEvent {
+    /// The event as a PostHog-shaped object that [`crate::normalize_json_event`]
+    /// reads back into an equal event. A refused event is kept in quarantine
+    /// in this shape, so that replay after a fix treats it like any other.
+    pub fn to_posthog_json(&self) -> Value {
+        let mut object = Map::new();
+        if let Some(uuid) = &self.uuid {
+            object.insert("uuid".into(), Value::String(uuid.clone()));
+        }
+        object.insert("event".into(), Value::String(self.event.clone()));
+        object.insert(
+            "distinct_id".into(),
+            Value::String(self.distinct_id.clone()),
+        );
+        object.insert(
+            "timestamp".into(),
+            Value::String(crate::timestamp::format_micros(self.timestamp_micros)),
+        );
+        object.insert("properties".into(), Value::Object(self.properties.clone()));
+        Value::Object(object)
+    }
+}
+
 /// A `$groupidentify`: set properties on one group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupIdentify {

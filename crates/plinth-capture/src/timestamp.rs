@@ -31,6 +31,15 @@ pub(crate) fn parse_timestamp(value: &Value) -> Option<i64> {
     }
 }
 
+/// RFC 3339 with microseconds in UTC, which [`parse_timestamp`] reads back
+/// exactly. Times that `chrono` cannot represent never reach here: events
+/// pass the range check before they are normalized.
+pub(crate) fn format_micros(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 fn parse_text(text: &str) -> Option<i64> {
     if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
         return Some(parsed.timestamp_micros());

@@ -97,3 +97,30 @@ fn unrecognised_and_invalid_lines_are_rejected_with_a_reason() {
         assert_eq!(rejected.raw, line.to_string());
     }
 }
+
+/// A refused event is quarantined as `to_posthog_json`; replay reads it with
+/// `normalize_json_event` and must get the very same event back, identity
+/// facts included, whichever format it first arrived in.
+#[test]
+fn posthog_json_of_an_event_reads_back_equal() {
+    let received = micros("2024-06-01T00:00:10Z");
+    let originals = [
+        json!({"event": "$identify", "distinct_id": "user-1", "timestamp": "2024-05-31T23:59:59.123456Z",
+            "uuid": "0190e0a4-0000-7000-8000-00000000000a",
+            "properties": {"$anon_distinct_id": "anon-1", "$set": {"plan": "pro"}, "$set_once": {"first": 1},
+                "$session_id": "s1", "$lib": "web", "$groups": {"company": "acme"}}}),
+        json!({"type": "identify", "userId": "u", "anonymousId": "a", "traits": {"email": "e@x"},
+            "timestamp": "2024-05-30T10:00:00Z", "messageId": "m1"}),
+        json!({"type": "alias", "userId": "u", "previousId": "old", "timestamp": "2024-05-30T10:00:00Z"}),
+        json!({"type": "group", "userId": "u", "groupId": "g1", "traits": {"name": "Acme"},
+            "timestamp": "2024-05-30T10:00:00Z"}),
+        json!({"event": "checkout completed", "distinct_id": 42, "sent_at": "2024-06-01T00:00:05Z",
+            "timestamp": "2024-06-01T00:00:00Z", "properties": {"amount": 9.5}}),
+    ];
+    for original in originals {
+        let event = normalize_json_event(original.clone(), received).unwrap();
+        let again = normalize_json_event(event.to_posthog_json(), micros("2030-01-01T00:00:00Z"))
+            .unwrap_or_else(|rejected| panic!("{original}: {}", rejected.reason));
+        assert_eq!(again, event, "{original}");
+    }
+}

@@ -53,6 +53,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use plinth_tracking_plan::{Mode as TrackingMode, TrackingPlan};
+
 use crate::rows::{EventInput, Ingestor, QuarantineInput, quarantine_batch};
 use crate::wal::{self, WalWriter};
 
@@ -961,6 +963,7 @@ pub fn quarantined(store: &plinth_store::Store) -> Result<Vec<Quarantined>> {
 /// writer lock and has replayed the write-ahead log.
 pub fn replay_quarantine(
     ingestor: &Ingestor,
+    plan: Option<&TrackingPlan>,
     selected: impl Fn(&Quarantined) -> bool,
 ) -> Result<QuarantineReplay> {
     let store = ingestor.store();
@@ -984,7 +987,17 @@ pub fn replay_quarantine(
             }
         };
         match plinth_capture::normalize_json_event(value, item.received_at_micros) {
-            Ok(event) => {
+            Ok(mut event) => {
+                // A plan refusal stays refused until the event or the plan is fixed.
+                if let Some(verdict) =
+                    plan.and_then(|plan| plan.check_and_mark(&event.event, &mut event.properties))
+                    && verdict.mode == TrackingMode::Enforce
+                {
+                    let reason = verdict.quarantine_reason();
+                    report.still_failing.push((item.id.clone(), reason.clone()));
+                    kept.push(Quarantined { reason, ..item });
+                    continue;
+                }
                 let mut input = EventInput::from(event);
                 // A stable id: replaying twice must not store twice.
                 if input.uuid.is_none() {

@@ -35,6 +35,7 @@ use axum::routing::{any, post};
 use plinth_capture::{CaptureError, DecodedRequest, Limits};
 use plinth_catalog::{Catalog, KeyKind};
 use plinth_ingest::{CapturePipeline, CaptureRequest, EventInput, QuarantineInput};
+use plinth_tracking_plan::{Mode as TrackingMode, TrackingPlan};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -59,20 +60,31 @@ const KEY_CACHE_ENTRIES: usize = 10_000;
 pub struct CaptureService {
     pipeline: Arc<CapturePipeline>,
     limits: Limits,
+    plan: Option<TrackingPlan>,
     verified_keys: Mutex<HashMap<String, Instant>>,
 }
 
 impl CaptureService {
-    pub fn new(pipeline: Arc<CapturePipeline>, limits: Limits) -> CaptureService {
+    pub fn new(
+        pipeline: Arc<CapturePipeline>,
+        limits: Limits,
+        plan: Option<TrackingPlan>,
+    ) -> CaptureService {
         CaptureService {
             pipeline,
             limits,
+            plan,
             verified_keys: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn pipeline(&self) -> &Arc<CapturePipeline> {
         &self.pipeline
+    }
+
+    /// The tracking plan events are checked against, if any.
+    pub fn tracking_plan(&self) -> Option<&TrackingPlan> {
+        self.plan.as_ref()
     }
 
     /// Whether `token` is a live project write key.
@@ -228,7 +240,7 @@ async fn capture(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
     let beacon = decoded.beacon;
-    let request = to_request(format, &path, decoded, received_at);
+    let request = to_request(format, &path, decoded, received_at, service.plan.as_ref());
     match service.pipeline.submit(request).await {
         Ok(_) if beacon => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => match format {
@@ -269,11 +281,14 @@ fn decode(
     Ok((path, decoded))
 }
 
+/// The request the pipeline logs: accepted events, and the rejected ones
+/// (undecodable, or refused by an enforced tracking plan) for quarantine.
 fn to_request(
     format: Format,
     path: &str,
     decoded: DecodedRequest,
     received_at: i64,
+    plan: Option<&TrackingPlan>,
 ) -> CaptureRequest {
     let source = match format {
         Format::PostHog => format!("posthog {path}"),
@@ -285,7 +300,20 @@ fn to_request(
     };
     for item in decoded.events {
         match item {
-            Ok(event) => request.events.push(EventInput::from(event)),
+            Ok(mut event) => {
+                let verdict =
+                    plan.and_then(|plan| plan.check_and_mark(&event.event, &mut event.properties));
+                match verdict {
+                    Some(verdict) if verdict.mode == TrackingMode::Enforce => {
+                        request.quarantine.push(QuarantineInput {
+                            source: source.clone(),
+                            reason: verdict.quarantine_reason(),
+                            payload: event.to_posthog_json().to_string(),
+                        });
+                    }
+                    _ => request.events.push(EventInput::from(event)),
+                }
+            }
             Err(rejected) => request.quarantine.push(QuarantineInput {
                 source: source.clone(),
                 reason: rejected.reason,

@@ -5,7 +5,9 @@
 //! - `POST /api/v1/query` `{"sql": "..."}` with `Authorization: Bearer
 //!   <secret key>`: the result as JSON (`{"columns", "rows"}`), or as an
 //!   Arrow IPC stream or CSV when `Accept` asks for
-//!   `application/vnd.apache.arrow.stream` or `text/csv`.
+//!   `application/vnd.apache.arrow.stream` or `text/csv`;
+//! - `GET /api/v1/tracking-plan/violations`: violations of the tracking
+//!   plan per event ([`tracking_plan`]).
 //!
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it
 //! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 408 time limit,
@@ -16,6 +18,7 @@
 //! This crate wires the engine and the catalog to HTTP; it owns no data.
 
 pub mod capture;
+mod tracking_plan;
 
 use std::sync::Arc;
 
@@ -50,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/query",
             post(query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
+        )
+        .route(
+            "/api/v1/tracking-plan/violations",
+            get(tracking_plan::violations),
         )
         .merge(capture::routes())
         .with_state(state)

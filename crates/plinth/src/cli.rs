@@ -179,6 +179,38 @@ pub struct ServingArgs {
     pub limits: QueryLimitArgs,
     #[command(flatten)]
     pub capture: CaptureLimitArgs,
+    #[command(flatten)]
+    pub tracking_plan: TrackingPlanArg,
+}
+
+/// The tracking plan that captured events are checked against.
+#[derive(Args, Clone)]
+pub struct TrackingPlanArg {
+    /// A tracking plan (YAML) to check events against; by default
+    /// `<data>/tracking-plan.yml` when that file exists.
+    #[arg(long, value_name = "FILE")]
+    pub tracking_plan: Option<PathBuf>,
+}
+
+impl TrackingPlanArg {
+    /// The plan to apply, if any. A plan named on the command line must
+    /// exist; a broken plan is an error, never silently no plan.
+    pub fn load(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<Option<plinth_tracking_plan::TrackingPlan>> {
+        let path = match &self.tracking_plan {
+            Some(path) => path.clone(),
+            None => {
+                let default = data_dir.join("tracking-plan.yml");
+                if !default.exists() {
+                    return Ok(None);
+                }
+                default
+            }
+        };
+        Ok(Some(plinth_tracking_plan::TrackingPlan::load(&path)?))
+    }
 }
 
 /// Size limits of capture requests (PostHog and Segment endpoints).

@@ -71,7 +71,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
              -d '{{\"sql\": \"SELECT event, count(*) FROM events GROUP BY event ORDER BY 2 DESC\"}}'"
         );
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
-        let capture = crate::serve::start_capture(&store, args.serving.capture.limits()).await?;
+        let plan = args.serving.tracking_plan.load(&args.data.dir)?;
+        let capture =
+            crate::serve::start_capture(&store, args.serving.capture.limits(), plan).await?;
         let state = AppState {
             engine,
             catalog,

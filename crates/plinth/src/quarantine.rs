@@ -9,7 +9,7 @@ use plinth_ingest::capture::{self, Quarantined};
 use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
 use plinth_store::{Mode, Store};
 
-use crate::cli::DataArg;
+use crate::cli::{DataArg, TrackingPlanArg};
 
 #[derive(Subcommand)]
 pub enum QuarantineCommand {
@@ -36,6 +36,8 @@ pub struct ReplayArgs {
     /// of these; all items by default.
     #[arg(long, value_name = "ID", num_args = 1..)]
     id: Vec<String>,
+    #[command(flatten)]
+    tracking_plan: TrackingPlanArg,
 }
 
 pub fn run(command: QuarantineCommand) -> Result<()> {
@@ -67,6 +69,7 @@ fn list(args: ListArgs) -> Result<()> {
 }
 
 fn replay(args: ReplayArgs) -> Result<()> {
+    let plan = args.tracking_plan.load(&args.data.dir)?;
     let store = Arc::new(Store::open(
         &args.data.dir,
         Mode::Writer,
@@ -80,7 +83,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let selected = |item: &Quarantined| {
         args.id.is_empty() || args.id.iter().any(|id| item.id.starts_with(id.as_str()))
     };
-    let report = capture::replay_quarantine(&ingestor, selected)?;
+    let report = capture::replay_quarantine(&ingestor, plan.as_ref(), selected)?;
     for (id, reason) in &report.still_failing {
         println!("{id}\tstill fails: {reason}");
     }

@@ -11,6 +11,7 @@ use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
 use plinth_server::capture::{CaptureLimits, CaptureService};
 use plinth_server::{AppState, router};
 use plinth_store::{Mode, Store};
+use plinth_tracking_plan::TrackingPlan;
 
 use crate::cli::ServeArgs;
 
@@ -33,7 +34,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         )?);
         let catalog = Arc::new(Catalog::open(&args.data.dir)?);
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
-        let capture = start_capture(&store, args.serving.capture.limits()).await?;
+        let plan = args.serving.tracking_plan.load(&args.data.dir)?;
+        let capture = start_capture(&store, args.serving.capture.limits(), plan).await?;
         println!(
             "Plinth is serving {} on http://{address}",
             args.data.dir.display()
@@ -52,6 +54,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 pub async fn start_capture(
     store: &Arc<Store>,
     limits: CaptureLimits,
+    plan: Option<TrackingPlan>,
 ) -> Result<Arc<CaptureService>> {
     let store = store.clone();
     let (pipeline, recovery) = tokio::task::spawn_blocking(move || {
@@ -66,7 +69,11 @@ pub async fn start_capture(
             recovery.events, recovery.quarantined
         );
     }
-    Ok(Arc::new(CaptureService::new(Arc::new(pipeline), limits)))
+    Ok(Arc::new(CaptureService::new(
+        Arc::new(pipeline),
+        limits,
+        plan,
+    )))
 }
 
 /// Serves until Ctrl-C or SIGTERM, maintaining the store in the background;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, query};
 use serde_json::{Value, json};
 
 const SENDERS: usize = 4;
@@ -59,18 +59,6 @@ fn send_until_stopped(
         previous = Some(ids);
     }
     sent
-}
-
-fn query(url: &str, admin: &str, sql: &str) -> Vec<Vec<Value>> {
-    let body: Value = reqwest::blocking::Client::new()
-        .post(format!("{url}/api/v1/query"))
-        .bearer_auth(admin)
-        .json(&json!({ "sql": sql }))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    serde_json::from_value(body["rows"].clone()).unwrap_or_else(|_| panic!("{body}"))
 }
 
 #[test]

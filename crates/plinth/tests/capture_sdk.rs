@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, python};
+use common::{Server, python, query};
 use serde_json::{Value, json};
 
 const STORIES: [&str; 4] = ["py-posthog", "py-segment", "node-posthog", "node-segment"];
@@ -18,26 +18,12 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk")
 }
 
-/// Rows of `sql` through the server's query API (it sees buffered rows).
-fn query(server: &Server, admin: &str, sql: &str) -> Vec<Vec<Value>> {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/api/v1/query", server.url))
-        .bearer_auth(admin)
-        .json(&json!({ "sql": sql }))
-        .send()
-        .expect("query request");
-    let status = response.status();
-    let body: Value = response.json().unwrap();
-    assert_eq!(status, 200, "{sql}: {body}");
-    serde_json::from_value(body["rows"].clone()).unwrap()
-}
-
 /// Polls `sql` until it returns `expected` (persons reach Parquet at the
 /// next flush, every few seconds).
 fn eventually(server: &Server, admin: &str, sql: &str, expected: Value) {
     let started = Instant::now();
     loop {
-        let rows = query(server, admin, sql);
+        let rows = query(&server.url, admin, sql);
         if json!(rows) == expected {
             return;
         }
@@ -102,7 +88,7 @@ fn real_sdks_deliver_every_event_once_and_merge_identities() {
              FROM events WHERE event = 'sdk event' AND (properties->>'client') = '{story}'"
         );
         assert_eq!(
-            json!(query(&server, &admin, &events)),
+            json!(query(&server.url, &admin, &events)),
             json!([[13, 13, 13, 0, 12, 13]]),
             "{story}"
         );
@@ -111,7 +97,7 @@ fn real_sdks_deliver_every_event_once_and_merge_identities() {
             "SELECT count(*) FROM events WHERE distinct_id LIKE '{story}-%' AND event <> 'sdk event'"
         );
         assert_eq!(
-            json!(query(&server, &admin, &identity_events)),
+            json!(query(&server.url, &admin, &identity_events)),
             json!([[2]]),
             "{story}"
         );
@@ -136,7 +122,11 @@ fn real_sdks_deliver_every_event_once_and_merge_identities() {
         );
     }
     assert_eq!(
-        json!(query(&server, &admin, "SELECT count(*) FROM quarantine")),
+        json!(query(
+            &server.url,
+            &admin,
+            "SELECT count(*) FROM quarantine"
+        )),
         json!([[0]])
     );
 }

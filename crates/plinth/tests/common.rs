@@ -63,6 +63,21 @@ pub fn count(data: &Path, sql: &str) -> u64 {
         .expect("a count")
 }
 
+/// Rows of `sql` through a server's query API, which sees rows still in its
+/// memory buffer (`plinth sql` beside a server reads only Parquet).
+pub fn query(url: &str, admin: &str, sql: &str) -> Vec<Vec<serde_json::Value>> {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{url}/api/v1/query"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
+        .expect("query request");
+    let status = response.status();
+    let body: serde_json::Value = response.json().expect("a JSON answer");
+    assert_eq!(status, 200, "{sql}: {body}");
+    serde_json::from_value(body["rows"].clone()).unwrap_or_else(|_| panic!("{body}"))
+}
+
 /// A `plinth serve` child process, killed when dropped.
 pub struct Server {
     child: Child,
