@@ -23,6 +23,7 @@ async function posthogStory(prefix) {
   for (let i = 5; i < 10; i++) posthog.capture({ distinctId: user, event: 'sdk event', properties: props(prefix, i) })
   for (let i = 10; i < 13; i++) posthog.capture({ distinctId: device2, event: 'sdk event', properties: props(prefix, i) })
   posthog.alias({ distinctId: user, alias: device2 })
+  posthog.groupIdentify({ groupType: 'company', groupKey: `${prefix}-acme`, properties: { name: 'Acme', seats: 5 }, distinctId: user })
   await posthog.shutdown()
 }
 
@@ -35,6 +36,7 @@ async function segmentStory(prefix) {
   for (let i = 5; i < 10; i++) segment.track({ userId: user, event: 'sdk event', properties: props(prefix, i) })
   for (let i = 10; i < 13; i++) segment.track({ anonymousId: device2, event: 'sdk event', properties: props(prefix, i) })
   segment.alias({ userId: user, previousId: device2 })
+  segment.group({ userId: user, groupId: `${prefix}-acme`, traits: { name: 'Acme', seats: 5 } })
   await segment.closeAndFlush({ timeout: 20000 })
 }
 

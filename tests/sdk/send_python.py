@@ -4,8 +4,9 @@ Usage: send_python.py HOST WRITE_KEY
 
 For each SDK (prefixes `py-posthog`, `py-segment`): 5 events as an anonymous
 visitor, an identify that joins the visitor to a user (with $set), 5 events
-as the user, 3 events from a second device, then an alias that merges the
-second device's person into the user's. Every "sdk event" carries its index
+as the user, 3 events from a second device, an alias that merges the
+second device's person into the user's, then a group identify of the user's
+company `<prefix>-acme` (name Acme, 5 seats). Every "sdk event" carries its index
 `i` and the client name, so the test can check each arrives exactly once.
 Any SDK error fails the program.
 """
@@ -38,6 +39,9 @@ def posthog_story(prefix, posthog):
     for i in range(10, 13):
         posthog.capture("sdk event", distinct_id=device2, properties=props(i))
     posthog.alias(previous_id=device2, distinct_id=user)
+    posthog.group_identify(
+        "company", f"{prefix}-acme", {"name": "Acme", "seats": 5}, distinct_id=user
+    )
 
 
 def segment_story(prefix, segment):
@@ -51,6 +55,7 @@ def segment_story(prefix, segment):
     for i in range(10, 13):
         segment.track(anonymous_id=device2, event="sdk event", properties=props(i))
     segment.alias(previous_id=device2, user_id=user)
+    segment.group(user_id=user, group_id=f"{prefix}-acme", traits={"name": "Acme", "seats": 5})
 
 
 # Batched (the SDK's background thread, flushed at shutdown), not sync_mode:

@@ -161,7 +161,7 @@ fn build_fixture(dir: &Path) -> Arc<Store> {
         r#"{"$browser":"Safari"}"#,
     )];
     let batch = ingestor.events_batch(&buffered, received).unwrap();
-    ingestor.save_persons().unwrap();
+    ingestor.save_identities().unwrap();
     store.events.buffer(batch).unwrap();
     ingestor
         .quarantine(

@@ -55,6 +55,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use plinth_tracking_plan::{Mode as TrackingMode, TrackingPlan};
 
+use crate::groups::GroupUpdate;
 use crate::rows::{EventInput, Ingestor, QuarantineInput, quarantine_batch};
 use crate::wal::{self, WalWriter};
 
@@ -351,6 +352,8 @@ struct WalEvent {
     set: Option<Map<String, Value>>,
     set_once: Option<Map<String, Value>>,
     merge_with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<GroupUpdate>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -377,6 +380,7 @@ fn encode_request(request: &CaptureRequest) -> Result<Vec<u8>> {
                 set: e.set.clone(),
                 set_once: e.set_once.clone(),
                 merge_with: e.merge_with.clone(),
+                group: e.group.clone(),
             })
             .collect(),
         q: request
@@ -410,6 +414,7 @@ fn decode_request(payload: &[u8]) -> Result<CaptureRequest> {
                 set: e.set,
                 set_once: e.set_once,
                 merge_with: e.merge_with,
+                group: e.group,
             })
             .collect(),
         quarantine: record
@@ -689,7 +694,7 @@ fn flush_once(shared: &Shared) -> Result<()> {
     };
     // Persons first: a crash before the events commit leaves persons that
     // replay derives again, never events without their persons.
-    ingestor.save_persons()?;
+    ingestor.save_identities()?;
     let checkpoint = BTreeMap::from([(WAL_CHECKPOINT.to_string(), covered)]);
     if event_batches > 0 {
         store.events.flush_prefix(event_batches, &checkpoint)?;
@@ -774,7 +779,7 @@ fn recover(
             recovery.quarantined += request.quarantine.len();
         }
     }
-    ingestor.save_persons()?;
+    ingestor.save_identities()?;
     let checkpoint = BTreeMap::from([(WAL_CHECKPOINT.to_string(), last_lsn)]);
     if event_batches > 0 {
         store.events.flush_prefix(event_batches, &checkpoint)?;
@@ -1071,6 +1076,11 @@ mod tests {
                 properties: r#"{"a":1}"#.into(),
                 set: Some(serde_json::from_str(r#"{"plan":"pro"}"#).unwrap()),
                 merge_with: Some("anon".into()),
+                group: Some(GroupUpdate {
+                    group_type: "company".into(),
+                    group_key: "acme".into(),
+                    set: serde_json::from_str(r#"{"seats":5}"#).unwrap(),
+                }),
                 ..EventInput::default()
             }],
             quarantine: vec![QuarantineInput {

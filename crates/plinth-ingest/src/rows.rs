@@ -8,6 +8,7 @@ use datafusion::arrow::array::{Array, RecordBatch, StringBuilder, TimestampMicro
 use plinth_store::Store;
 use serde_json::{Map, Value};
 
+use crate::groups::{GroupUpdate, Groups};
 use crate::identity::Identities;
 
 /// An accepted event, as every source hands it over.
@@ -29,6 +30,8 @@ pub struct EventInput {
     pub set_once: Option<Map<String, Value>>,
     /// Another distinct id of the same person (`$anon_distinct_id`, an alias).
     pub merge_with: Option<String>,
+    /// Properties of a group (`$groupidentify`, Segment `group`).
+    pub group: Option<GroupUpdate>,
 }
 
 impl From<plinth_capture::NormalizedEvent> for EventInput {
@@ -47,6 +50,11 @@ impl From<plinth_capture::NormalizedEvent> for EventInput {
             set: event.set,
             set_once: event.set_once,
             merge_with,
+            group: event.group.map(|group| GroupUpdate {
+                group_type: group.group_type,
+                group_key: group.group_key,
+                set: group.set,
+            }),
         }
     }
 }
@@ -60,20 +68,22 @@ pub struct QuarantineInput {
     pub payload: String,
 }
 
-/// Writes accepted events and their persons to a store.
+/// Writes accepted events, their persons and their groups to a store.
 pub struct Ingestor {
     store: Arc<Store>,
     identities: Mutex<Identities>,
+    groups: Mutex<Groups>,
 }
 
 impl Ingestor {
-    /// Loads the identity map from the store's `persons` table.
+    /// Loads the identity map and the groups from the store.
     pub fn open(store: Arc<Store>) -> Result<Ingestor> {
-        let persons = store.persons.read_all()?;
-        let identities = Identities::load(&persons)?;
+        let identities = Identities::load(&store.persons.read_all()?)?;
+        let groups = Groups::load(&store.groups.read_all()?)?;
         Ok(Ingestor {
             store,
             identities: Mutex::new(identities),
+            groups: Mutex::new(groups),
         })
     }
 
@@ -92,6 +102,7 @@ impl Ingestor {
         received_at_micros: i64,
     ) -> Result<RecordBatch> {
         let mut identities = self.identities.lock().expect("identities lock");
+        let mut groups = self.groups.lock().expect("groups lock");
         let mut uuid = StringBuilder::with_capacity(events.len(), events.len() * 36);
         let mut event = StringBuilder::new();
         let mut distinct_id = StringBuilder::new();
@@ -115,6 +126,9 @@ impl Ingestor {
                     input.set.as_ref(),
                     input.set_once.as_ref(),
                 );
+            }
+            if let Some(group) = &input.group {
+                groups.identify(group, input.timestamp_micros);
             }
             match &input.uuid {
                 Some(id) => uuid.append_value(id),
@@ -147,8 +161,9 @@ impl Ingestor {
     }
 
     /// Writes `events` to Parquet in one commit, with `checkpoints` in the
-    /// same commit. Persons are saved first: a crash in between leaves persons
-    /// that a retry re-derives identically, never events without persons.
+    /// same commit. Persons and groups are saved first: a crash in between
+    /// leaves rows that a retry re-derives identically, never events without
+    /// their persons.
     pub fn append(
         &self,
         events: &[EventInput],
@@ -156,17 +171,22 @@ impl Ingestor {
         checkpoints: &BTreeMap<String, u64>,
     ) -> Result<()> {
         let batch = self.events_batch(events, received_at_micros)?;
-        self.save_persons()?;
+        self.save_identities()?;
         self.store.events.append(&[batch], checkpoints)?;
         Ok(())
     }
 
-    /// Replaces the `persons` table if identities changed.
-    pub fn save_persons(&self) -> Result<()> {
+    /// Replaces the `persons` and `groups` tables where they changed.
+    pub fn save_identities(&self) -> Result<()> {
         let mut identities = self.identities.lock().expect("identities lock");
         if identities.is_changed() {
             self.store.persons.replace(&[identities.to_batch()?])?;
             identities.mark_saved();
+        }
+        let mut groups = self.groups.lock().expect("groups lock");
+        if groups.is_changed() {
+            self.store.groups.replace(&[groups.to_batch()?])?;
+            groups.mark_saved();
         }
         Ok(())
     }

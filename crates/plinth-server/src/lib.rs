@@ -2,6 +2,8 @@
 //!
 //! Routes:
 //! - `GET /healthz`: liveness, no key needed;
+//! - `GET /metrics`: capture counters in Prometheus' text format, no key
+//!   needed (counts only, no data);
 //! - `POST /api/v1/query` `{"sql": "..."}` with `Authorization: Bearer
 //!   <secret key>`: the result as JSON (`{"columns", "rows"}`), or as an
 //!   Arrow IPC stream or CSV when `Accept` asks for
@@ -50,6 +52,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route(
             "/api/v1/query",
             post(query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
@@ -64,6 +67,35 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Some(capture) = &state.capture {
+        let stats = capture.pipeline().stats();
+        for (name, help, value) in [
+            ("requests", "Capture requests made durable.", stats.requests),
+            ("events", "Events stored.", stats.events),
+            (
+                "duplicates",
+                "Events dropped as retries of stored ones.",
+                stats.duplicates,
+            ),
+            (
+                "fsyncs",
+                "Write-ahead log syncs (one per group commit).",
+                stats.fsyncs,
+            ),
+            ("flushes", "Buffer flushes to Parquet.", stats.flushes),
+        ] {
+            text.push_str(&format!(
+                "# HELP plinth_capture_{name}_total {help}\n\
+                 # TYPE plinth_capture_{name}_total counter\n\
+                 plinth_capture_{name}_total {value}\n"
+            ));
+        }
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// An error answered as `{"error": message}`.

@@ -1,8 +1,8 @@
 //! The event store: Parquet tables under a table log, and the DataFusion
 //! tables that read them.
 //!
-//! A [`Store`] is a data directory holding three tables: `events`, `persons`
-//! and `quarantine` (see [`schema`]). Each [`Table`] is a folder of immutable
+//! A [`Store`] is a data directory holding four tables: `events`, `persons`,
+//! `groups` and `quarantine` (see [`schema`]). Each [`Table`] is a folder of immutable
 //! Parquet files, partitioned by event date, plus `_log/`, a sequence of
 //! versioned snapshots naming the live files ([`log`]). Appends, compaction,
 //! retention and replacement all publish by writing one new log version, so a

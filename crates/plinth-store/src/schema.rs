@@ -41,6 +41,18 @@ pub fn persons() -> SchemaRef {
     ]))
 }
 
+/// `groups`: one row per group (a company, a team, ...) that a
+/// `$groupidentify` or Segment `group` call described, with its properties.
+/// Events name their groups in `properties.$groups` (group type to key).
+pub fn groups() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("group_type", DataType::Utf8, false),
+        Field::new("group_key", DataType::Utf8, false),
+        Field::new("properties", DataType::Utf8, false),
+        Field::new("created_at", timestamp_type(), false),
+    ]))
+}
+
 /// `quarantine`: events that could be read but not accepted, with the reason.
 pub fn quarantine() -> SchemaRef {
     Arc::new(Schema::new(vec![

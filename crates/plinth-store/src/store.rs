@@ -26,6 +26,7 @@ pub struct Store {
     root: PathBuf,
     pub events: Arc<Table>,
     pub persons: Arc<Table>,
+    pub groups: Arc<Table>,
     pub quarantine: Arc<Table>,
     /// Held for the life of a writer; the OS releases it if the process dies.
     _writer_lock: Option<File>,
@@ -64,6 +65,7 @@ impl Store {
             root: root.to_path_buf(),
             events: open(events_spec())?,
             persons: open(persons_spec())?,
+            groups: open(groups_spec())?,
             quarantine: open(quarantine_spec())?,
             _writer_lock: lock,
         })
@@ -73,8 +75,8 @@ impl Store {
         &self.root
     }
 
-    pub fn tables(&self) -> [&Arc<Table>; 3] {
-        [&self.events, &self.persons, &self.quarantine]
+    pub fn tables(&self) -> [&Arc<Table>; 4] {
+        [&self.events, &self.persons, &self.groups, &self.quarantine]
     }
 
     /// Who holds the writer lock of `root`, if anyone does.
@@ -132,6 +134,15 @@ pub fn persons_spec() -> TableSpec {
         schema: schema::persons(),
         partition_column: None,
         sort_columns: &["person_id"],
+    }
+}
+
+pub fn groups_spec() -> TableSpec {
+    TableSpec {
+        name: "groups",
+        schema: schema::groups(),
+        partition_column: None,
+        sort_columns: &["group_type", "group_key"],
     }
 }
 

@@ -223,6 +223,29 @@ fn every_kind_of_request_gets_its_documented_answer() {
         .unwrap();
     assert_eq!(rows["rows"], json!([[11, 11]]));
 
+    // The counters agree: 11 stored, at least one retry, and group commit
+    // never syncs more often than requests arrive.
+    let metrics = Client::new()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("plinth_capture_{name}_total ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counter("events"), 11, "{metrics}");
+    assert!(counter("duplicates") >= 1, "{metrics}");
+    assert!(
+        (1..=counter("requests")).contains(&counter("fsyncs")),
+        "{metrics}"
+    );
+
     // A graceful stop leaves everything in Parquet and the log empty.
     server.stop();
     assert_eq!(count(dir.path(), "SELECT count(*) FROM events"), 11);

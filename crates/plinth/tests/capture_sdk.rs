@@ -92,13 +92,13 @@ fn real_sdks_deliver_every_event_once_and_merge_identities() {
             json!([[13, 13, 13, 0, 12, 13]]),
             "{story}"
         );
-        // The identify and the alias are events too.
+        // The identify, the alias and the group identify are events too.
         let identity_events = format!(
             "SELECT count(*) FROM events WHERE distinct_id LIKE '{story}-%' AND event <> 'sdk event'"
         );
         assert_eq!(
             json!(query(&server.url, &admin, &identity_events)),
-            json!([[2]]),
+            json!([[3]]),
             "{story}"
         );
         // One person: the anonymous visit, the user, and the second device
@@ -119,6 +119,22 @@ fn real_sdks_deliver_every_event_once_and_merge_identities() {
                 "SELECT count(DISTINCT person_id) FROM events WHERE distinct_id LIKE '{story}-%'"
             ),
             json!([[1]]),
+        );
+        // The group and its properties; Segment calls without a group type
+        // get Plinth's default one.
+        let group_type = if story.ends_with("segment") {
+            "segment_group"
+        } else {
+            "company"
+        };
+        eventually(
+            &server,
+            &admin,
+            &format!(
+                "SELECT group_type, properties->>'name', CAST(properties->>'seats' AS BIGINT) \
+                 FROM groups WHERE group_key = '{story}-acme'"
+            ),
+            json!([[group_type, "Acme", 5]]),
         );
     }
     assert_eq!(
