@@ -188,9 +188,28 @@ pub(crate) struct EventParts {
     pub(crate) properties: Map<String, Value>,
 }
 
-/// Reads the identity facts out of PostHog-shaped properties, or the reason
-/// the event is unusable (an alias or group identify missing its other half).
-pub(crate) fn finish(parts: EventParts) -> Result<NormalizedEvent, String> {
+/// Why an event's identity facts are unusable, if they are: an alias or a
+/// group identify missing its other half. [`finish`] reads only events that
+/// passed this check.
+pub(crate) fn check_identity(event: &str, properties: &Map<String, Value>) -> Result<(), String> {
+    let present = |key: &str| id_text(properties.get(key)).is_some();
+    match event {
+        "$create_alias" | "$merge_dangerously" if !present("alias") => {
+            Err(format!("{event} without properties.alias"))
+        }
+        "$groupidentify" if !matches!(properties.get("$group_type"), Some(Value::String(t)) if !t.is_empty()) => {
+            Err("$groupidentify without properties.$group_type".into())
+        }
+        "$groupidentify" if !present("$group_key") => {
+            Err("$groupidentify without properties.$group_key".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads the identity facts out of PostHog-shaped properties that passed
+/// [`check_identity`].
+pub(crate) fn finish(parts: EventParts) -> NormalizedEvent {
     let EventParts {
         uuid,
         event,
@@ -206,25 +225,22 @@ pub(crate) fn finish(parts: EventParts) -> Result<NormalizedEvent, String> {
     let merge = match event.as_str() {
         "$identify" => merge_pair(&distinct_id, id_text(properties.get("$anon_distinct_id"))),
         "$create_alias" | "$merge_dangerously" => {
-            let alias = id_text(properties.get("alias"))
-                .ok_or_else(|| format!("{event} without properties.alias"))?;
-            merge_pair(&distinct_id, Some(alias))
+            merge_pair(&distinct_id, id_text(properties.get("alias")))
         }
         _ => None,
     };
 
-    let group = if event == "$groupidentify" {
-        let group_type = string_property("$group_type")
-            .ok_or("$groupidentify without properties.$group_type")?;
-        let group_key = id_text(properties.get("$group_key"))
-            .ok_or("$groupidentify without properties.$group_key")?;
-        Some(GroupIdentify {
+    let group = match (
+        event.as_str(),
+        string_property("$group_type"),
+        id_text(properties.get("$group_key")),
+    ) {
+        ("$groupidentify", Some(group_type), Some(group_key)) => Some(GroupIdentify {
             group_type,
             group_key,
             set: object_property(&properties, "$group_set").unwrap_or_default(),
-        })
-    } else {
-        None
+        }),
+        _ => None,
     };
 
     let groups = match properties.get("$groups") {
@@ -235,7 +251,7 @@ pub(crate) fn finish(parts: EventParts) -> Result<NormalizedEvent, String> {
         _ => BTreeMap::new(),
     };
 
-    Ok(NormalizedEvent {
+    NormalizedEvent {
         uuid,
         session_id: string_property("$session_id"),
         library: string_property("$lib"),
@@ -248,5 +264,23 @@ pub(crate) fn finish(parts: EventParts) -> Result<NormalizedEvent, String> {
         distinct_id,
         timestamp_micros,
         properties,
-    })
+    }
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }

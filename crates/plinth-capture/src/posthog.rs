@@ -207,44 +207,30 @@ fn events_token(items: &[Value]) -> Result<Option<String>, CaptureError> {
 }
 
 /// Normalizes one PostHog event, or rejects it with the reason.
+///
+/// Every check reads the event by reference first, so that the raw text a
+/// rejection keeps is serialized only for rejected events: accepted ones,
+/// nearly all of them, are never written back to JSON here.
 pub(crate) fn normalize_event(
     item: Value,
     context: &EventContext,
 ) -> Result<NormalizedEvent, Rejected> {
-    let raw = item.to_string();
-    let reject = |reason: String| Rejected {
-        reason,
-        raw: raw.clone(),
+    let checked = match check_event(&item, context) {
+        Ok(checked) => checked,
+        Err(reason) => {
+            return Err(Rejected {
+                reason,
+                raw: item.to_string(),
+            });
+        }
     };
-    if raw.len() > context.max_event_bytes {
-        return Err(reject(format!(
-            "event of {} bytes exceeds the {}-byte limit",
-            raw.len(),
-            context.max_event_bytes
-        )));
-    }
     let Value::Object(mut object) = item else {
-        return Err(reject("event is not a JSON object".into()));
+        unreachable!("check_event accepts only objects")
     };
     let mut properties = match object.remove("properties") {
-        None | Some(Value::Null) => Map::new(),
         Some(Value::Object(properties)) => properties,
-        Some(_) => return Err(reject("properties is not a JSON object".into())),
+        _ => Map::new(),
     };
-
-    let event = match object.get("event") {
-        Some(Value::String(name)) if !name.trim().is_empty() => event::event_name(name),
-        None | Some(Value::Null) if context.engage => "$identify".to_owned(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(reject("missing event name".into()));
-        }
-        Some(_) => return Err(reject("event name is not a string".into())),
-    };
-    let distinct_id = event::id_text(object.get("distinct_id"))
-        .or_else(|| event::id_text(object.get("$distinct_id")))
-        .or_else(|| event::id_text(properties.get("distinct_id")))
-        .ok_or_else(|| reject("missing distinct_id".into()))?;
-
     // /engage and some SDKs put $set / $set_once next to properties.
     for key in ["$set", "$set_once"] {
         if let Some(Value::Object(top_level)) = object.remove(key) {
@@ -257,6 +243,54 @@ pub(crate) fn normalize_event(
             }
         }
     }
+    Ok(event::finish(EventParts {
+        uuid: event::id_text(object.get("uuid")),
+        event: checked.event,
+        distinct_id: checked.distinct_id,
+        timestamp_micros: checked.timestamp_micros,
+        properties,
+    }))
+}
+
+/// What [`check_event`] read from a valid event.
+struct CheckedEvent {
+    event: String,
+    distinct_id: String,
+    timestamp_micros: i64,
+}
+
+/// Validates one event without taking it apart; the reason if it is unusable.
+fn check_event(item: &Value, context: &EventContext) -> Result<CheckedEvent, String> {
+    if context.max_event_bytes < usize::MAX {
+        let size = event::json_len(item);
+        if size > context.max_event_bytes {
+            return Err(format!(
+                "event of {size} bytes exceeds the {}-byte limit",
+                context.max_event_bytes
+            ));
+        }
+    }
+    let Value::Object(object) = item else {
+        return Err("event is not a JSON object".into());
+    };
+    let empty = Map::new();
+    let properties = match object.get("properties") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(properties)) => properties,
+        Some(_) => return Err("properties is not a JSON object".into()),
+    };
+    let event = match object.get("event") {
+        Some(Value::String(name)) if !name.trim().is_empty() => event::event_name(name),
+        None | Some(Value::Null) if context.engage => "$identify".to_owned(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err("missing event name".into());
+        }
+        Some(_) => return Err("event name is not a string".into()),
+    };
+    let distinct_id = event::id_text(object.get("distinct_id"))
+        .or_else(|| event::id_text(object.get("$distinct_id")))
+        .or_else(|| event::id_text(properties.get("distinct_id")))
+        .ok_or("missing distinct_id")?;
 
     let ignore_sent_at = properties.get("$ignore_sent_at") == Some(&Value::Bool(true));
     let sent_at = object
@@ -269,15 +303,11 @@ pub(crate) fn normalize_event(
         sent_at,
         object.get("offset"),
         context.received_at,
-    )
-    .map_err(&reject)?;
-
-    event::finish(EventParts {
-        uuid: event::id_text(object.get("uuid")),
+    )?;
+    event::check_identity(&event, properties)?;
+    Ok(CheckedEvent {
         event,
         distinct_id,
         timestamp_micros,
-        properties,
     })
-    .map_err(reject)
 }

@@ -374,12 +374,12 @@ pub(crate) fn normalize_message(
     }
     .map_err(&reject)?;
 
-    event::finish(EventParts {
+    event::check_identity(&event, &properties).map_err(reject)?;
+    Ok(event::finish(EventParts {
         uuid: event::id_text(object.get("messageId")),
         event,
         distinct_id,
         timestamp_micros,
         properties,
-    })
-    .map_err(reject)
+    }))
 }
