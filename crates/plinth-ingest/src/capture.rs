@@ -674,7 +674,7 @@ fn apply_loop(shared: &Shared, inbox: &std_mpsc::Receiver<Vec<Logged>>) {
 fn apply_group(shared: &Shared, group: &[Logged]) -> Result<()> {
     let ingestor = &shared.ingestor;
     let store = ingestor.store();
-    let mut event_batches = Vec::new();
+    let mut requests = Vec::with_capacity(group.len());
     let mut quarantine_batches = Vec::new();
     let mut last_lsn = None;
     for item in group {
@@ -682,7 +682,7 @@ fn apply_group(shared: &Shared, group: &[Logged]) -> Result<()> {
         last_lsn = Some(lsn);
         let request = &item.request;
         if !request.events.is_empty() {
-            event_batches.push(ingestor.events_batch(&request.events, request.received_at_micros)?);
+            requests.push((request.events.as_slice(), request.received_at_micros));
         }
         if !request.quarantine.is_empty() {
             quarantine_batches.push(quarantine_batch(
@@ -694,9 +694,13 @@ fn apply_group(shared: &Shared, group: &[Logged]) -> Result<()> {
     let Some(last_lsn) = last_lsn else {
         return Ok(());
     };
+    let events = if requests.is_empty() {
+        None
+    } else {
+        Some(ingestor.requests_batch(&requests)?)
+    };
     let mut buffered = shared.buffered.lock().expect("buffer lock");
-    if !event_batches.is_empty() {
-        let batch = concat_batches(&store.events.schema(), &event_batches)?;
+    if let Some(batch) = events {
         buffered.event_rows += batch.num_rows();
         store.events.buffer(batch)?;
         buffered.event_batches += 1;

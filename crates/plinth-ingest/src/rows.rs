@@ -114,20 +114,29 @@ impl Ingestor {
         events: &[EventInput],
         received_at_micros: i64,
     ) -> Result<RecordBatch> {
+        self.requests_batch(&[(events, received_at_micros)])
+    }
+
+    /// One `events` batch for several requests, each with the time it was
+    /// received: a group commit of many small requests builds one batch,
+    /// not one per request.
+    pub fn requests_batch(&self, requests: &[(&[EventInput], i64)]) -> Result<RecordBatch> {
+        let rows: usize = requests.iter().map(|(events, _)| events.len()).sum();
         let mut identities = self.identities.lock().expect("identities lock");
         let mut groups = self.groups.lock().expect("groups lock");
-        let mut uuid = StringBuilder::with_capacity(events.len(), events.len() * 36);
+        let mut uuid = StringBuilder::with_capacity(rows, rows * 36);
         let mut event = StringBuilder::new();
         let mut distinct_id = StringBuilder::new();
-        let mut person_id = StringBuilder::with_capacity(events.len(), events.len() * 36);
-        let mut timestamp =
-            TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
-        let mut received =
-            TimestampMicrosecondBuilder::with_capacity(events.len()).with_timezone("UTC");
+        let mut person_id = StringBuilder::with_capacity(rows, rows * 36);
+        let mut timestamp = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        let mut received = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
         let mut session = StringBuilder::new();
         let mut properties = StringBuilder::new();
         let mut lib = StringBuilder::new();
-        for input in events {
+        for (input, received_at_micros) in requests
+            .iter()
+            .flat_map(|(events, at)| events.iter().map(move |event| (event, *at)))
+        {
             let person = match &input.merge_with {
                 Some(other) => identities.merge(other, &input.distinct_id, input.timestamp_micros),
                 None => identities.resolve(&input.distinct_id, input.timestamp_micros),
