@@ -238,44 +238,57 @@ fn insert_absent(properties: &mut Map<String, Value>, key: &str, value: Option<&
     }
 }
 
-fn object_field(object: &mut Map<String, Value>, key: &str) -> Result<Map<String, Value>, String> {
-    match object.remove(key) {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(map)) => Ok(map),
+/// Checks that `key` is absent, null or an object.
+fn check_object_field(object: &Map<String, Value>, key: &str) -> Result<(), String> {
+    match object.get(key) {
+        None | Some(Value::Null | Value::Object(_)) => Ok(()),
         Some(_) => Err(format!("{key} is not a JSON object")),
     }
 }
 
-/// Normalizes one Segment message, or rejects it with the reason.
-pub(crate) fn normalize_message(
-    item: Value,
-    context: &MessageContext<'_>,
-) -> Result<NormalizedEvent, Rejected> {
-    let raw = item.to_string();
-    let reject = |reason: String| Rejected {
-        reason,
-        raw: raw.clone(),
-    };
-    if raw.len() > context.max_event_bytes {
-        return Err(reject(format!(
-            "event of {} bytes exceeds the {}-byte limit",
-            raw.len(),
-            context.max_event_bytes
-        )));
+/// Takes `key` out of `object`; an empty map unless it is an object.
+fn take_object_field(object: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+    match object.remove(key) {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
     }
-    let Value::Object(mut object) = item else {
-        return Err(reject("event is not a JSON object".into()));
+}
+
+/// What [`check_message`] read from a valid message.
+struct CheckedMessage {
+    call: Call,
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+    distinct_id: String,
+    timestamp_micros: i64,
+}
+
+/// Validates one message without taking it apart; the reason if it is
+/// unusable. Building the event afterwards cannot fail, so the raw text a
+/// rejection keeps is serialized only for rejected messages.
+fn check_message(item: &Value, context: &MessageContext<'_>) -> Result<CheckedMessage, String> {
+    if context.max_event_bytes < usize::MAX {
+        let size = event::json_len(item);
+        if size > context.max_event_bytes {
+            return Err(format!(
+                "event of {size} bytes exceeds the {}-byte limit",
+                context.max_event_bytes
+            ));
+        }
+    }
+    let Value::Object(object) = item else {
+        return Err("event is not a JSON object".into());
     };
     let call = match (context.call, object.get("type")) {
         (Some(call), _) => call,
         (None, Some(Value::String(name))) => {
-            Call::parse(name).ok_or_else(|| reject(format!("unknown Segment type {name:?}")))?
+            Call::parse(name).ok_or_else(|| format!("unknown Segment type {name:?}"))?
         }
         // A typeless message that names an event is a track, as Segment exports show.
         (None, None | Some(Value::Null)) if object.get("event").is_some_and(Value::is_string) => {
             Call::Track
         }
-        (None, _) => return Err(reject("missing type".into())),
+        (None, _) => return Err("missing type".into()),
     };
 
     let user_id = event::id_text(object.get("userId"));
@@ -283,9 +296,79 @@ pub(crate) fn normalize_message(
     let distinct_id = user_id
         .clone()
         .or_else(|| anonymous_id.clone())
-        .ok_or_else(|| reject("missing userId and anonymousId".into()))?;
+        .ok_or("missing userId and anonymousId")?;
 
-    let own_context = object_field(&mut object, "context").map_err(&reject)?;
+    check_object_field(object, "context")?;
+    match call {
+        Call::Identify | Call::Group => check_object_field(object, "traits")?,
+        _ => check_object_field(object, "properties")?,
+    }
+    match call {
+        Call::Track => match object.get("event") {
+            Some(Value::String(name)) if !name.trim().is_empty() => {}
+            _ => return Err("missing event name".into()),
+        },
+        Call::Alias if event::id_text(object.get("previousId")).is_none() => {
+            return Err("alias without previousId".into());
+        }
+        Call::Group if event::id_text(object.get("groupId")).is_none() => {
+            return Err("group without groupId".into());
+        }
+        _ => {}
+    }
+
+    let timestamp_value = object
+        .get("timestamp")
+        .filter(|v| !v.is_null())
+        .or_else(|| object.get("originalTimestamp"));
+    let timestamp_micros = if context.exported {
+        let received_at = object
+            .get("receivedAt")
+            .and_then(timestamp::parse_timestamp)
+            .unwrap_or(context.received_at);
+        timestamp::event_time(timestamp_value, None, None, received_at)
+    } else {
+        let sent_at = object
+            .get("sentAt")
+            .and_then(timestamp::parse_timestamp)
+            .or(context.sent_at);
+        timestamp::event_time(timestamp_value, sent_at, None, context.received_at)
+    }?;
+    Ok(CheckedMessage {
+        call,
+        user_id,
+        anonymous_id,
+        distinct_id,
+        timestamp_micros,
+    })
+}
+
+/// Normalizes one Segment message, or rejects it with the reason.
+pub(crate) fn normalize_message(
+    item: Value,
+    context: &MessageContext<'_>,
+) -> Result<NormalizedEvent, Rejected> {
+    let checked = match check_message(&item, context) {
+        Ok(checked) => checked,
+        Err(reason) => {
+            return Err(Rejected {
+                reason,
+                raw: item.to_string(),
+            });
+        }
+    };
+    let Value::Object(mut object) = item else {
+        unreachable!("check_message accepts only objects")
+    };
+    let CheckedMessage {
+        call,
+        user_id,
+        anonymous_id,
+        distinct_id,
+        timestamp_micros,
+    } = checked;
+
+    let own_context = take_object_field(&mut object, "context");
     let merged_context = match context.batch_context {
         Some(batch) => deep_merge(batch, own_context),
         None => own_context,
@@ -293,12 +376,12 @@ pub(crate) fn normalize_message(
 
     let mut properties = match call {
         Call::Identify | Call::Group => Map::new(),
-        _ => object_field(&mut object, "properties").map_err(&reject)?,
+        _ => take_object_field(&mut object, "properties"),
     };
     let event = match call {
         Call::Track => match object.get("event") {
-            Some(Value::String(name)) if !name.trim().is_empty() => event::event_name(name),
-            _ => return Err(reject("missing event name".into())),
+            Some(Value::String(name)) => event::event_name(name),
+            _ => unreachable!("check_message requires an event name"),
         },
         Call::Page | Call::Screen => {
             insert_absent(&mut properties, "name", object.get("name"));
@@ -315,20 +398,18 @@ pub(crate) fn normalize_message(
             }
         }
         Call::Identify => {
-            let traits = object_field(&mut object, "traits").map_err(&reject)?;
+            let traits = take_object_field(&mut object, "traits");
             properties.insert("$set".into(), Value::Object(traits));
             "$identify".to_owned()
         }
         Call::Alias => {
-            let previous_id = event::id_text(object.get("previousId"))
-                .ok_or_else(|| reject("alias without previousId".into()))?;
+            let previous_id = event::id_text(object.get("previousId")).unwrap_or_default();
             properties.insert("alias".into(), Value::String(previous_id));
             "$create_alias".to_owned()
         }
         Call::Group => {
-            let group_key = event::id_text(object.get("groupId"))
-                .ok_or_else(|| reject("group without groupId".into()))?;
-            let traits = object_field(&mut object, "traits").map_err(&reject)?;
+            let group_key = event::id_text(object.get("groupId")).unwrap_or_default();
+            let traits = take_object_field(&mut object, "traits");
             let group_type = match traits.get("group_type") {
                 Some(Value::String(t)) if !t.is_empty() => t.clone(),
                 _ => SEGMENT_DEFAULT_GROUP_TYPE.to_owned(),
@@ -355,26 +436,6 @@ pub(crate) fn normalize_message(
         properties.insert("context".into(), Value::Object(merged_context));
     }
 
-    let timestamp_value = object
-        .get("timestamp")
-        .filter(|v| !v.is_null())
-        .or_else(|| object.get("originalTimestamp"));
-    let timestamp_micros = if context.exported {
-        let received_at = object
-            .get("receivedAt")
-            .and_then(timestamp::parse_timestamp)
-            .unwrap_or(context.received_at);
-        timestamp::event_time(timestamp_value, None, None, received_at)
-    } else {
-        let sent_at = object
-            .get("sentAt")
-            .and_then(timestamp::parse_timestamp)
-            .or(context.sent_at);
-        timestamp::event_time(timestamp_value, sent_at, None, context.received_at)
-    }
-    .map_err(&reject)?;
-
-    event::check_identity(&event, &properties).map_err(reject)?;
     Ok(event::finish(EventParts {
         uuid: event::id_text(object.get("messageId")),
         event,
