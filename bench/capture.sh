@@ -59,21 +59,30 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8765/healthz >/dev/null && break; sleep 0.1; done
 
 counter() { curl -s http://127.0.0.1:8765/metrics | awk -v n="plinth_capture_$1_total" '$1 == n {print $2}'; }
+# The server's CPU time (user + system, clock ticks): CPU per event does not
+# depend on what else the machine runs, events/s does.
+cpu_ticks() { awk '{print $14 + $15}' /proc/$SERVER/stat; }
 run() { # kind path connections
-  local before_fsyncs before_events
-  before_fsyncs=$(counter fsyncs); before_events=$(counter events)
+  local before_fsyncs before_events before_cpu
+  before_fsyncs=$(counter fsyncs); before_events=$(counter events); before_cpu=$(cpu_ticks)
   echo "== $1 requests to $2, $3 connections, $DURATION"
   wrk -t1 -c"$3" -d"$DURATION" --latency -s "$WORK/$1.lua" "http://127.0.0.1:8765$2" \
     | tee "$WORK/$1.wrk" | grep -E "Requests/sec|Non-2xx|Socket errors| 50%| 99%"
   local seconds=${DURATION%s}
-  python3 - "$before_fsyncs" "$(counter fsyncs)" "$before_events" "$(counter events)" "$seconds" <<'EOF'
+  python3 - "$before_fsyncs" "$(counter fsyncs)" "$before_events" "$(counter events)" "$seconds" \
+    "$before_cpu" "$(cpu_ticks)" "$(getconf CLK_TCK)" <<'EOF'
 import sys
-f0, f1, e0, e1, s = map(float, sys.argv[1:])
-print(f"server: {(e1 - e0) / s:,.0f} events/s stored, {(f1 - f0) / s:,.0f} fsyncs/s")
+f0, f1, e0, e1, s, c0, c1, hz = map(float, sys.argv[1:])
+cpu = (c1 - c0) / hz
+print(f"server: {(e1 - e0) / s:,.0f} events/s stored, {(f1 - f0) / s:,.0f} fsyncs/s, "
+      f"{cpu / s:.2f} cores busy, {cpu * 1e6 / (e1 - e0):.1f} CPU-µs per event")
 EOF
 }
+# Concurrency is what lets group commit share one fsync among requests;
+# single-event senders are measured at two levels of it.
 run batch /batch/ 32
 run single /capture/ 64
+run single /capture/ 256
 echo "== server peak RSS: $(awk '/VmHWM/ {print $2, $3}' /proc/$SERVER/status)"
 kill -TERM $SERVER; wait $SERVER || true
 echo "== stored: $("$PLINTH" sql --data "$DATA" --format csv 'SELECT count(*) FROM events' | tail -1) events"
