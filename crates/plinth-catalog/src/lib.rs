@@ -1,6 +1,9 @@
-//! The metadata store: API keys and roles today; docs, owners, lineage and
-//! the audit log as they arrive. SQLite, embedded in the data directory
-//! (`plinth.db`).
+//! The metadata store: API keys and roles, and named definitions (the
+//! experiments and alerts users create); docs, owners, lineage and the audit
+//! log as they arrive. SQLite, embedded in the data directory (`plinth.db`).
+//!
+//! Definitions are stored as text by kind and name; the crates that own a
+//! kind (`plinth-experiments`) parse and validate them, the catalog does not.
 //!
 //! Keys are random 256-bit secrets shown once at creation; only their SHA-256
 //! is stored. A slow password hash buys nothing for secrets that cannot be
@@ -87,6 +90,13 @@ impl Catalog {
                 role TEXT,
                 created_at TEXT NOT NULL,
                 revoked_at TEXT
+            );
+            CREATE TABLE IF NOT EXISTS definitions (
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                body TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (kind, name)
             );",
         )?;
         Ok(Catalog {
@@ -146,6 +156,41 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Creates or replaces the definition `name` of `kind`.
+    pub fn put_definition(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        self.connection.lock().expect("catalog lock").execute(
+            "INSERT INTO definitions (kind, name, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+            params![kind, name, body, chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// The definition `name` of `kind`, if there is one.
+    pub fn definition(&self, kind: &str, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .connection
+            .lock()
+            .expect("catalog lock")
+            .query_row(
+                "SELECT body FROM definitions WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every definition of `kind` as (name, body), by name.
+    pub fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let mut statement = connection
+            .prepare("SELECT name, body FROM definitions WHERE kind = ?1 ORDER BY name")?;
+        let rows = statement.query_map(params![kind], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -184,6 +229,25 @@ mod tests {
         assert!(catalog.revoke_key(&key).unwrap());
         assert_eq!(catalog.authenticate(&key).unwrap(), None);
         assert!(!catalog.revoke_key(&key).unwrap());
+    }
+
+    #[test]
+    fn definitions_are_replaced_by_name_and_listed_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        catalog.put_definition("experiment", "b", "{1}").unwrap();
+        catalog.put_definition("experiment", "a", "{2}").unwrap();
+        catalog.put_definition("experiment", "b", "{3}").unwrap();
+        catalog.put_definition("alert", "a", "{4}").unwrap();
+        assert_eq!(
+            catalog.definitions("experiment").unwrap(),
+            vec![("a".into(), "{2}".into()), ("b".into(), "{3}".into())]
+        );
+        assert_eq!(
+            catalog.definition("alert", "a").unwrap().as_deref(),
+            Some("{4}")
+        );
+        assert_eq!(catalog.definition("alert", "b").unwrap(), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod anomalies;
 mod cli;
 mod demo;
+mod experiments;
 mod import;
 mod keys;
 mod maintain;
