@@ -11,11 +11,13 @@
 //! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 408 time limit,
 //! 413 body too large, 422 memory limit, 500 ours.
 //!
-//! Capture endpoints (PostHog, Segment) are in [`capture`].
+//! Capture endpoints (PostHog, Segment) are in [`capture`]; experiment
+//! definitions and results in [`experiments`].
 //!
 //! This crate wires the engine and the catalog to HTTP; it owns no data.
 
 pub mod capture;
+pub mod experiments;
 
 use std::sync::Arc;
 
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
             post(query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
         )
         .merge(capture::routes())
+        .merge(experiments::routes())
         .with_state(state)
 }
 
