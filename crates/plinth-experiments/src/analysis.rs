@@ -68,6 +68,10 @@ pub struct VariantMetric {
     /// The observed mean per unit (the ratio of sums for ratio metrics).
     pub mean: f64,
     pub stddev: f64,
+    /// The sufficient statistics the query returned (CUPED's `theta` is
+    /// left at 0: the tests estimate it from both arms), for audit and for
+    /// other tools.
+    pub statistic: VariantStatistic,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -317,6 +321,7 @@ fn analyze_metric(
             units: s.n(),
             mean: s.unadjusted_mean(),
             stddev: unadjusted(s).stddev(),
+            statistic: *s,
         })
         .collect();
     let control = &statistics[0];

@@ -4,8 +4,9 @@
 //!
 //! 1. `exposures`: each person's first exposure to the flag (persons as
 //!    `events.person_id` resolves them, so merged persons count once), with
-//!    the smallest and largest variant they were served; a person whose two
-//!    differ saw more than one variant.
+//!    the smallest and largest variant they were served, as positions in
+//!    the definition's list (integers hash and compare faster than names);
+//!    a person whose two differ saw more than one variant.
 //! 2. `per_person`: the exposures left-joined to the events any metric
 //!    reads, aggregated per person into one column per [`Quantity`]: a
 //!    component (conversion, count or sum of an event) over a window after
@@ -18,7 +19,7 @@
 //! filtered by event name, which the files are sorted by.
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use plinth_engine::{Engine, Privileges, QueryError};
 
 use crate::definition::{Component, Experiment, Measure, MetricKind};
@@ -161,12 +162,8 @@ impl QueryPlan {
             variants: vec![empty; variants.len()],
             multiple_variant_persons: 0,
         };
-        let internal =
-            |e: datafusion::arrow::error::ArrowError| QueryError::Internal(e.to_string());
         for batch in &result.batches {
-            let variant = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)
-                .map_err(internal)?;
-            let variant = variant.as_string::<i32>();
+            let variant = batch.column(0).as_primitive::<Int64Type>();
             let multiple = batch.column(1).as_boolean();
             let units = batch.column(2).as_primitive::<Int64Type>();
             let float = |name: &str| {
@@ -181,10 +178,7 @@ impl QueryPlan {
                     sums.multiple_variant_persons += units;
                     continue;
                 }
-                let Some(slot) = variants.iter().position(|v| v == variant.value(row)) else {
-                    continue;
-                };
-                let group = &mut sums.variants[slot];
+                let group = &mut sums.variants[variant.value(row) as usize];
                 group.units = units;
                 let value = |column: &datafusion::arrow::array::Float64Array| {
                     if column.is_valid(row) {
@@ -235,7 +229,12 @@ fn build_sql(
     if let Some(end) = experiment.end_micros {
         exposure_filter += &format!(" AND timestamp <= {}", timestamp(end));
     }
-    let variants: Vec<String> = definition.variants.iter().map(|v| literal(v)).collect();
+    let variant_index: String = definition
+        .variants
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!(" WHEN {} THEN {i}", literal(v)))
+        .collect();
 
     // Each summed (event, property) is read from JSON once, as a column of
     // the metric events, and only on rows of that event.
@@ -311,9 +310,10 @@ fn build_sql(
     format!(
         "WITH exposures AS (
            SELECT person_id, min(ts) AS first_exposure, min(variant) AS variant, max(variant) AS other_variant
-           FROM (SELECT person_id, arrow_cast(timestamp, 'Int64') AS ts, properties->>{variant_property} AS variant
+           FROM (SELECT person_id, arrow_cast(timestamp, 'Int64') AS ts,
+                        CAST(CASE properties->>{variant_property}{variant_index} END AS BIGINT) AS variant
                  FROM events WHERE {exposure_filter})
-           WHERE variant IN ({variants})
+           WHERE variant IS NOT NULL
            GROUP BY person_id),
          metric_events AS (
            SELECT person_id, event, arrow_cast(timestamp, 'Int64') AS ts{metric_columns}
@@ -325,6 +325,5 @@ fn build_sql(
          SELECT variant, multiple, count(*) AS units{totals}
          FROM per_person GROUP BY variant, multiple",
         variant_property = literal(&exposure.variant_property),
-        variants = variants.join(", "),
     )
 }
