@@ -12,10 +12,11 @@
 //! 413 body too large, 422 memory limit, 500 ours.
 //!
 //! Capture endpoints (PostHog, Segment) are in [`capture`]; experiment
-//! definitions and results in [`experiments`].
+//! definitions and results in [`experiments`]; alerts in [`alerts`].
 //!
 //! This crate wires the engine and the catalog to HTTP; it owns no data.
 
+pub mod alerts;
 pub mod capture;
 pub mod experiments;
 
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(capture::routes())
         .merge(experiments::routes())
+        .merge(alerts::routes())
         .with_state(state)
 }
 

@@ -132,24 +132,9 @@ fn scan(args: ScanArgs) -> Result<()> {
     Ok(())
 }
 
-/// The detector for daily or hourly product metrics. The defaults are tuned
-/// for NAB's machine series; counts of a product differ: they grow (every new
-/// level would look novel), have few points (a day's surprise must count at
-/// once, not be smoothed away) and a strong weekly rhythm.
+/// The product-metric detector with `--detector` overrides applied.
 fn metric_config(warmup: usize, overrides: Option<&str>) -> Result<DetectorConfig> {
-    let mut config = serde_json::to_value(DetectorConfig {
-        warmup_points: warmup,
-        novelty_weight: 0.0,
-        short_smoothing: 1.0,
-        level_smoothing: 0.3,
-        trend_smoothing: 0.05,
-        seasonal_smoothing: 0.6,
-        clip_sigmas: 3.0,
-        ratio_power: 4.0,
-        record_decay: 0.9,
-        suppression_points: 3,
-        ..DetectorConfig::default()
-    })?;
+    let mut config = serde_json::to_value(DetectorConfig::product_metrics(warmup))?;
     if let Some(overrides) = overrides {
         let overrides: serde_json::Map<String, serde_json::Value> = serde_json::from_str(overrides)
             .map_err(|e| anyhow::anyhow!("--detector must be a JSON object: {e}"))?;

@@ -51,6 +51,26 @@ enum Command {
     /// Experiments: create from YAML, list, and compute results from the events.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
+    /// Metric alerts that `plinth serve` evaluates on a schedule.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AlertCommand {
+    /// Save (or replace) an alert from a YAML definition file.
+    Create {
+        #[command(flatten)]
+        data: DataArg,
+        /// The definition (see plinth_alerts::definition for the schema).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the saved alerts and how many points each has flagged.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -387,6 +407,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ls(args) => crate::pipelines::ls_command(args),
         Command::Anomalies(args) => crate::anomalies::run(args),
         Command::Experiment(command) => crate::experiments::run(command),
+        Command::Alert(command) => crate::alerts::run(command),
     }
 }
 
