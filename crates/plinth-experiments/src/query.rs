@@ -10,7 +10,10 @@
 //! 2. `per_person`: the exposures left-joined to the events any metric
 //!    reads, aggregated per person into one column per [`Quantity`]: a
 //!    component (conversion, count or sum of an event) over a window after
-//!    first exposure, or over the CUPED pre-period before it.
+//!    first exposure, or over the CUPED pre-period before it. It groups by
+//!    `person_id` alone (the variants are aggregates of one value per
+//!    person), so the join's partitioning by person serves the aggregation
+//!    too: no second shuffle and no partial aggregate.
 //! 3. per variant (and whether the person saw several): the number of
 //!    persons and, per quantity, the sum and the sum of squares, plus the
 //!    sums of the products that ratios and CUPED need.
@@ -319,9 +322,9 @@ fn build_sql(
            SELECT person_id, event, arrow_cast(timestamp, 'Int64') AS ts{metric_columns}
            FROM events WHERE {metric_filter}),
          per_person AS (
-           SELECT x.variant, x.variant <> x.other_variant AS multiple{per_person_columns}
+           SELECT min(x.variant) AS variant, min(x.variant) <> min(x.other_variant) AS multiple{per_person_columns}
            FROM exposures x LEFT JOIN metric_events m ON m.person_id = x.person_id
-           GROUP BY x.person_id, x.variant, x.other_variant)
+           GROUP BY x.person_id)
          SELECT variant, multiple, count(*) AS units{totals}
          FROM per_person GROUP BY variant, multiple",
         variant_property = literal(&exposure.variant_property),
