@@ -216,6 +216,77 @@ fn the_demo_experiment_shows_the_planted_lift_and_agrees_with_duckdb_and_http() 
     assert_eq!(get("/api/v1/experiments")[0]["name"], "new-onboarding");
 }
 
+/// The codes of the warnings in results.
+fn warning_codes(results: &Value) -> Vec<&str> {
+    results["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect()
+}
+
+fn create(data: &str, dir: &Path, definition: &str) {
+    let file = dir.join("definition.yml");
+    std::fs::write(&file, definition).unwrap();
+    run_ok(&[
+        "experiment",
+        "create",
+        "--data",
+        data,
+        file.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn warnings_follow_the_definition_and_sequential_widens_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo(&dir.path().join("data"));
+    // Declared 70/30 while the flag splits 50/50; no end, so still running;
+    // pageviews rise in `test`, which this guardrail counts as worse.
+    let skewed = "
+name: skewed
+flag: new-onboarding
+variants: [control, test]
+weights: [0.7, 0.3]
+primary_metrics:
+  - {name: activation, kind: conversion, event: project created, window_days: 14}
+guardrails:
+  - {name: pageviews, kind: count, event: $pageview, higher_is_better: false}
+";
+    create(&data, dir.path(), skewed);
+    let results = results_json(&data, "skewed");
+    assert_eq!(results["srm"]["mismatch"], true);
+    assert_eq!(warning_codes(&results), ["srm", "peeking", "guardrail"]);
+
+    // Sequential: the always-valid interval of plinth stats on the same
+    // sums, wider than the fixed-horizon one; no peeking warning
+    let sequential = format!(
+        "{}sequential: {{tuning: 3000}}\n",
+        skewed
+            .replace("skewed", "sequential")
+            .replace("weights: [0.7, 0.3]", "weights: [0.5, 0.5]")
+    );
+    create(&data, dir.path(), &sequential);
+    let results = results_json(&data, "sequential");
+    // (and the guardrail's rise is no longer significant at its width).
+    assert!(warning_codes(&results).is_empty(), "{results:#}");
+    let activation = metric(&results, "activation");
+    let comparison = &activation["comparisons"][0];
+    assert_eq!(comparison["test"], "sequential");
+    let arm = |i: usize| {
+        let statistic = &activation["variants"][i]["statistic"];
+        json!({"n": statistic["n"], "sum": statistic["sum"]})
+    };
+    let expected = stats(json!({"test": "sequential", "metric": "proportion",
+        "sequential_tuning_parameter": 3000, "control": arm(0), "treatment": arm(1)}));
+    assert_same_test(comparison, &expected);
+    let fixed = stats(json!({"test": "ttest", "metric": "proportion",
+        "control": arm(0), "treatment": arm(1)}));
+    let width = |v: &Value| v["ci"][1].as_f64().unwrap() - v["ci"][0].as_f64().unwrap();
+    assert!(width(comparison) > width(&fixed), "{comparison} vs {fixed}");
+}
+
 const DAY: &str = "2026-03-";
 
 /// One PostHog-shaped event line.
@@ -366,13 +437,11 @@ fn a_hand_made_fixture_gives_the_worked_out_numbers() {
         .collect();
     assert_eq!(units, [&json!(6), &json!(4)], "{results:#}");
     assert_eq!(results["multiple_variant_persons"], 2);
-    let warning_codes: Vec<&Value> = results["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| &w["code"])
-        .collect();
-    assert_eq!(warning_codes, [&json!("multiple_variants")], "{results:#}");
+    assert_eq!(
+        warning_codes(&results),
+        ["multiple_variants"],
+        "{results:#}"
+    );
 
     // Worked out by hand from fixture_events().
     let bought = json!({"test": "ttest", "metric": "proportion",
@@ -405,6 +474,24 @@ fn a_hand_made_fixture_gives_the_worked_out_numbers() {
             );
         }
     }
+
+    // A variant below `min_units` is named.
+    let small = FIXTURE_EXPERIMENT
+        .replace("name: checkout-copy", "name: small")
+        .replace("min_units: 1", "min_units: 5");
+    create(data, dir.path(), &small);
+    let results = results_json(data, "small");
+    assert_eq!(
+        warning_codes(&results),
+        ["too_few_units", "multiple_variants"]
+    );
+    assert!(
+        results["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`test` has 4 units"),
+        "{results:#}"
+    );
 
     // The table says the same in words.
     let table = run_ok(&["experiment", "results", "checkout-copy", "--data", data]);
