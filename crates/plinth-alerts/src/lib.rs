@@ -10,8 +10,10 @@
 //! catalog under [`CATALOG_KIND`]; the scheduler reloads them on every tick,
 //! so alerts created through the API start at once. A point is flagged (and
 //! notified) once per alert and bucket, ever. Only complete buckets count:
-//! the bucket still in progress is left out. A delivery in its retries when
-//! the server stops is not resumed (its failed attempts stay in the log).
+//! the bucket still in progress is left out. Deliveries still owed when the
+//! server stopped (recorded points that no attempt delivered, with attempts
+//! left) resume when it starts again, counting the attempts already made:
+//! a webhook gets each point at least once.
 //!
 //! This crate owns what an alert means, when it fires and how it is
 //! delivered. It must never depend on the HTTP server or the CLI.
@@ -42,6 +44,9 @@ pub async fn run_forever(engine: Engine, catalog: Arc<Catalog>) {
     // Per alert: the definition last evaluated and when it is next due; an
     // edited definition is due at once.
     let mut schedule: HashMap<String, (String, Instant)> = HashMap::new();
+    if let Err(e) = resume_deliveries(&catalog) {
+        tracing::error!("alerts: cannot resume deliveries: {e:#}");
+    }
     let mut ticker = tokio::time::interval(TICK);
     loop {
         ticker.tick().await;
@@ -80,7 +85,7 @@ pub async fn run_forever(engine: Engine, catalog: Arc<Catalog>) {
 }
 
 /// One evaluation: records the newly flagged points and starts their
-/// deliveries (in the background, so retries do not hold up other alerts).
+/// deliveries.
 pub async fn check(
     engine: &Engine,
     catalog: &Arc<Catalog>,
@@ -92,18 +97,43 @@ pub async fn check(
         if !catalog.record_alert_point(&alert.name, point.bucket_micros, &body)? {
             continue;
         }
-        let catalog = catalog.clone();
-        let alert = alert.clone();
-        tokio::spawn(async move {
-            webhook::deliver(
-                &catalog,
-                &alert.name,
-                point.bucket_micros,
-                &alert.webhook,
-                body,
-            )
-            .await
-        });
+        spawn_delivery(catalog, alert, point.bucket_micros, body, 0);
+    }
+    Ok(())
+}
+
+/// Delivers in the background, so retries do not hold up other alerts.
+fn spawn_delivery(
+    catalog: &Arc<Catalog>,
+    alert: &AlertDefinition,
+    bucket: i64,
+    body: String,
+    attempts_made: u32,
+) {
+    let catalog = catalog.clone();
+    let alert = alert.clone();
+    tokio::spawn(async move {
+        webhook::deliver(
+            &catalog,
+            &alert.name,
+            bucket,
+            &alert.webhook,
+            body,
+            attempts_made,
+        )
+        .await
+    });
+}
+
+/// Restarts the deliveries a previous run left unfinished.
+fn resume_deliveries(catalog: &Arc<Catalog>) -> anyhow::Result<()> {
+    for (_, body) in catalog.definitions(CATALOG_KIND)? {
+        let alert = AlertDefinition::parse(&body)?;
+        for (bucket, point, attempts) in catalog.undelivered_alert_points(&alert.name)? {
+            if attempts < alert.webhook.max_attempts {
+                spawn_delivery(catalog, &alert, bucket, point, attempts);
+            }
+        }
     }
     Ok(())
 }

@@ -18,16 +18,19 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// POSTs `body` until it is accepted or `webhook.max_attempts` have failed,
 /// waiting `backoff_seconds`, then twice as long, and so on, between them.
-/// Returns whether it was delivered.
+/// `attempts_made` earlier attempts (before a restart) count towards the
+/// maximum and the backoff. Returns whether it was delivered.
 pub async fn deliver(
     catalog: &Arc<Catalog>,
     alert: &str,
     bucket: i64,
     webhook: &Webhook,
     body: String,
+    attempts_made: u32,
 ) -> bool {
-    let mut wait = Duration::from_secs_f64(webhook.backoff_seconds);
-    for attempt in 1..=webhook.max_attempts {
+    let mut wait = Duration::from_secs_f64(webhook.backoff_seconds)
+        * 2u32.saturating_pow(attempts_made.min(16));
+    for attempt in attempts_made + 1..=webhook.max_attempts {
         let outcome = match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&webhook.url, &body)).await {
             Ok(outcome) => outcome,
             Err(_) => Err((None, format!("no answer within {ATTEMPT_TIMEOUT:?}"))),

@@ -250,6 +250,25 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The points of `alert` that no attempt delivered, as (bucket, point,
+    /// attempts made so far), oldest bucket first.
+    pub fn undelivered_alert_points(&self, alert: &str) -> Result<Vec<(i64, String, u32)>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let mut statement = connection.prepare(
+            "SELECT p.bucket, p.point,
+                    (SELECT count(*) FROM alert_deliveries d WHERE d.alert = p.alert AND d.bucket = p.bucket)
+             FROM alert_points p
+             WHERE p.alert = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM alert_deliveries d
+                 WHERE d.alert = p.alert AND d.bucket = p.bucket AND d.delivered)
+             ORDER BY p.bucket",
+        )?;
+        let rows = statement.query_map(params![alert], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Appends one delivery attempt to the log.
     pub fn log_delivery(&self, delivery: &Delivery) -> Result<()> {
         self.connection.lock().expect("catalog lock").execute(
@@ -374,7 +393,13 @@ mod tests {
             at: "2026-01-01T00:00:00Z".into(),
         };
         catalog.log_delivery(&attempt(1, false)).unwrap();
+        let undelivered = catalog.undelivered_alert_points("a").unwrap();
+        assert_eq!(
+            undelivered,
+            [(10, "{}".to_string(), 1), (20, "{\"b\": 2}".to_string(), 0)]
+        );
         catalog.log_delivery(&attempt(2, true)).unwrap();
+        assert_eq!(catalog.undelivered_alert_points("a").unwrap().len(), 1);
         assert_eq!(
             catalog.deliveries("a").unwrap(),
             [attempt(1, false), attempt(2, true)]

@@ -33,7 +33,8 @@
 //! ```
 //!
 //! Metric kinds, each measured per person from their first exposure to
-//! `window_days` later (or to the experiment's end): `conversion` (did the
+//! `window_days` later (or to the experiment's end), never counting events
+//! after the experiment's `end`: `conversion` (did the
 //! person send `event`; a proportion), `count` (how many `event`s), `sum`
 //! (the sum of the numeric `property` of their `event`s), and `ratio` (the
 //! sum of a numerator component over the sum of a denominator component,

@@ -1,7 +1,8 @@
 //! Alerts inside a real `plinth serve` on the demo product: the planted
 //! checkout outage is flagged with its contributing browsers, recorded, and
 //! POSTed to a real local HTTP receiver that fails twice before accepting,
-//! so the retries, their backoff and the delivery log are all observed.
+//! so the retries, their backoff and the delivery log are all observed; and
+//! a delivery cut short by a crash resumes after a restart.
 
 mod common;
 
@@ -160,5 +161,84 @@ webhook: {{url: '{url}', max_attempts: 4, backoff_seconds: 0.3}}
     let alerts = get("/api/v1/alerts");
     assert_eq!(alerts[0]["points"].as_array().unwrap().len(), 1);
     assert_eq!(alerts[0]["points"][0], *point);
+    assert!(bodies.recv_timeout(Duration::from_secs(3)).is_err());
+}
+
+#[test]
+fn a_delivery_cut_short_by_a_crash_resumes_when_the_server_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    run_ok(&[
+        "demo",
+        "--data",
+        data,
+        "--end-date",
+        "2026-06-30",
+        "--no-serve",
+    ]);
+    let (admin, _) = admin_and_capture_keys(data);
+    let (url, bodies) = receiver(1);
+    // A minute between attempts: the server is killed inside that wait.
+    let definition = dir.path().join("alert.yml");
+    std::fs::write(
+        &definition,
+        format!(
+            "name: checkout-outage
+event: checkout completed
+direction: down
+lookback: 30
+webhook: {{url: '{url}', max_attempts: 3, backoff_seconds: 60}}
+"
+        ),
+    )
+    .unwrap();
+    run_ok(&[
+        "alert",
+        "create",
+        "--data",
+        data,
+        definition.to_str().unwrap(),
+    ]);
+    let wait = Duration::from_secs(120);
+    let deliveries = |server: &Server| -> Vec<(u64, bool)> {
+        let log: Value = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/api/v1/alerts/checkout-outage/deliveries",
+                server.url
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["attempt"].as_u64().unwrap(),
+                    d["delivered"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    let first = Server::start(dir.path());
+    assert_eq!(bodies.recv_timeout(wait).unwrap().0, 503);
+    let started = Instant::now();
+    while deliveries(&first).is_empty() && started.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(first); // SIGKILL, mid-backoff
+
+    let again = Server::start(dir.path());
+    let (status, point) = bodies.recv_timeout(wait).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(point["bucket"], "2026-06-10T00:00:00+00:00");
+    let started = Instant::now();
+    while deliveries(&again).len() < 2 && started.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(deliveries(&again), [(1, false), (2, true)]);
     assert!(bodies.recv_timeout(Duration::from_secs(3)).is_err());
 }
