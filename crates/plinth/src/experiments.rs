@@ -54,6 +54,14 @@ pub fn run(command: ExperimentCommand) -> Result<()> {
                 );
             };
             let experiment = ExperimentDefinition::parse(&body)?;
+            if let Some(holder) = Store::writer(&data.dir) {
+                eprintln!(
+                    "note: {} is open by {}; these results read what it has published, \
+                     not its last few seconds of buffered events (GET /api/v1/experiments/{name}/results sees those)",
+                    data.dir.display(),
+                    holder.trim()
+                );
+            }
             let store = Arc::new(Store::open(&data.dir, Mode::Reader, "plinth experiment")?);
             let engine = Engine::new(store, limits.limits());
             let runtime = tokio::runtime::Runtime::new()?;
