@@ -3,7 +3,8 @@
 //! zero), the product-metric detector over it, the flagged points among the
 //! newest complete buckets, and for each the breakdown values that explain
 //! most of the change (contribution analysis over the previous seven
-//! buckets' shares).
+//! buckets' shares). [`series`] and [`contributors`] also serve
+//! `plinth anomalies`.
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -47,11 +48,40 @@ fn timestamp(micros: i64) -> String {
     format!("to_timestamp_micros({micros}) AT TIME ZONE 'UTC'")
 }
 
+/// What is watched: an event's aggregate per bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedMetric {
+    pub event: String,
+    pub measure: Measure,
+    /// The property of `sum` and `average`.
+    pub property: Option<String>,
+    pub interval: Interval,
+}
+
+impl AlertDefinition {
+    pub fn metric(&self) -> WatchedMetric {
+        WatchedMetric {
+            event: self.event.clone(),
+            measure: self.measure,
+            property: self.property.clone(),
+            interval: self.interval,
+        }
+    }
+}
+
+/// A metric's value in every bucket of the store's range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Bucket starts, UTC microseconds, one interval apart.
+    pub buckets: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
 /// The watched value of the rows for which `condition` holds (`true` for all).
-fn aggregate(alert: &AlertDefinition, condition: &str) -> String {
-    let property = alert.property.as_deref().map(literal).unwrap_or_default();
+fn aggregate(metric: &WatchedMetric, condition: &str) -> String {
+    let property = metric.property.as_deref().map(literal).unwrap_or_default();
     let value = format!("json_get_float(properties, {property})");
-    match alert.measure {
+    match metric.measure {
         Measure::Count => format!("sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"),
         Measure::Persons => format!("count(DISTINCT CASE WHEN {condition} THEN person_id END)"),
         Measure::Sum => format!("sum(CASE WHEN {condition} THEN {value} ELSE 0.0 END)"),
@@ -59,23 +89,25 @@ fn aggregate(alert: &AlertDefinition, condition: &str) -> String {
     }
 }
 
-/// Evaluates `alert` over the engine's events; `now_micros` decides which
-/// bucket is still in progress (it is left out).
-pub async fn evaluate(
+/// The series of `metric` from the first to the last bucket holding any
+/// event (a bucket without the watched event is 0, or NaN for an average),
+/// leaving out the last one if it is still in progress at `now_micros`;
+/// `None` when the store is empty.
+pub async fn series(
     engine: &Engine,
-    alert: &AlertDefinition,
+    metric: &WatchedMetric,
     now_micros: i64,
-) -> Result<Vec<FlaggedPoint>, QueryError> {
-    let unit = alert.interval.unit();
-    let step = alert.interval.micros();
+) -> Result<Option<Series>, QueryError> {
+    let unit = metric.interval.unit();
+    let step = metric.interval.micros();
     let sql = format!(
         "WITH span AS (SELECT date_trunc('{unit}', min(timestamp)) AS first, date_trunc('{unit}', max(timestamp)) AS last FROM events),
               series AS (SELECT date_trunc('{unit}', timestamp) AS bucket, {value} AS value
                          FROM events WHERE event = {event} GROUP BY bucket)
          SELECT arrow_cast(s.first, 'Int64'), arrow_cast(s.last, 'Int64'), arrow_cast(v.bucket, 'Int64'), CAST(v.value AS DOUBLE)
          FROM span s LEFT JOIN series v ON true",
-        value = aggregate(alert, "true"),
-        event = literal(&alert.event),
+        value = aggregate(metric, "true"),
+        event = literal(&metric.event),
     );
     let result = engine.query(&sql, Privileges::ReadStore).await?;
     let mut range = None;
@@ -95,26 +127,35 @@ pub async fn evaluate(
         }
     }
     let Some((first, mut last)) = range else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    if last + step > now_micros {
+    if last.saturating_add(step) > now_micros {
         last -= step;
     }
-    if last < first {
-        return Ok(Vec::new());
-    }
-    let missing = if alert.measure == Measure::Average {
+    let missing = if metric.measure == Measure::Average {
         f64::NAN
     } else {
         0.0
     };
-    let buckets: Vec<i64> = (0..=(last - first) / step)
-        .map(|i| first + i * step)
-        .collect();
-    let values: Vec<f64> = buckets
+    let buckets: Vec<i64> = (first..=last).step_by(step as usize).collect();
+    let values = buckets
         .iter()
         .map(|b| known.get(b).copied().unwrap_or(missing))
         .collect();
+    Ok(Some(Series { buckets, values }))
+}
+
+/// Evaluates `alert` over the engine's events; `now_micros` decides which
+/// bucket is still in progress (it is left out).
+pub async fn evaluate(
+    engine: &Engine,
+    alert: &AlertDefinition,
+    now_micros: i64,
+) -> Result<Vec<FlaggedPoint>, QueryError> {
+    let metric = alert.metric();
+    let Some(Series { buckets, values }) = series(engine, &metric, now_micros).await? else {
+        return Ok(Vec::new());
+    };
     let seconds: Vec<i64> = buckets.iter().map(|b| b / 1_000_000).collect();
     let points = detect_series(
         &seconds,
@@ -134,12 +175,13 @@ pub async fn evaluate(
         if point.score < alert.threshold || !wanted {
             continue;
         }
-        let contributors = match &alert.breakdown {
+        let mut contributors = match &alert.breakdown {
             Some(property) => {
-                contributors(engine, alert, property, *bucket, point.expected).await?
+                contributors(engine, &metric, property, *bucket, point.expected).await?
             }
             None => Vec::new(),
         };
+        contributors.truncate(TOP_CONTRIBUTORS);
         flagged.push(FlaggedPoint {
             alert: alert.name.clone(),
             event: alert.event.clone(),
@@ -161,17 +203,18 @@ pub async fn evaluate(
     Ok(flagged)
 }
 
-/// The values of `property` that explain most of the change at `bucket`:
-/// each value's expectation is its share of the previous buckets times the
-/// expected total.
-async fn contributors(
+/// The values of `property`, ranked by how much of the change at `bucket`
+/// they explain: each value's expectation is its share of the previous
+/// seven buckets times the expected total. Empty when those buckets hold
+/// nothing.
+pub async fn contributors(
     engine: &Engine,
-    alert: &AlertDefinition,
+    metric: &WatchedMetric,
     property: &str,
     bucket: i64,
     expected_total: f64,
 ) -> Result<Vec<Contribution>, QueryError> {
-    let step = alert.interval.micros();
+    let step = metric.interval.micros();
     let at = timestamp(bucket);
     let sql = format!(
         "SELECT coalesce(properties->>{property}, '(none)') AS value,
@@ -180,9 +223,9 @@ async fn contributors(
            AND timestamp >= {start} AND timestamp < {end}
          GROUP BY value",
         property = literal(property),
-        now = aggregate(alert, &format!("timestamp >= {at}")),
-        before = aggregate(alert, &format!("timestamp < {at}")),
-        event = literal(&alert.event),
+        now = aggregate(metric, &format!("timestamp >= {at}")),
+        before = aggregate(metric, &format!("timestamp < {at}")),
+        event = literal(&metric.event),
         start = timestamp(bucket - BASELINE_BUCKETS * step),
         end = timestamp(bucket + step),
     );
@@ -220,7 +263,5 @@ async fn contributors(
             })
             .collect(),
     };
-    let mut contributions = plinth_anomaly::explain_change(&[breakdown]);
-    contributions.truncate(TOP_CONTRIBUTORS);
-    Ok(contributions)
+    Ok(plinth_anomaly::explain_change(&[breakdown]))
 }

@@ -23,7 +23,7 @@ pub mod evaluate;
 pub mod webhook;
 
 pub use definition::{AlertDefinition, DefinitionError};
-pub use evaluate::{FlaggedPoint, evaluate};
+pub use evaluate::{FlaggedPoint, Series, WatchedMetric, contributors, evaluate, series};
 
 use std::collections::HashMap;
 use std::sync::Arc;
