@@ -174,5 +174,14 @@ fn metric_rows(out: &mut String, metric: &MetricResult) {
             );
         }
         let _ = writeln!(out);
+        if let Some(cuped) = comparison.and_then(|c| c.cuped.as_ref()) {
+            let _ = writeln!(
+                out,
+                "{:<56} CUPED: theta {:.4}, variance reduced {:.1}%",
+                "",
+                cuped.theta,
+                cuped.variance_reduction * 100.0
+            );
+        }
     }
 }
