@@ -330,3 +330,48 @@ fn build_sql(
         variant_property = literal(&exposure.variant_property),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::ExperimentDefinition;
+
+    #[test]
+    fn metrics_share_their_quantities_and_cuped_adds_pre_periods_for_single_metrics() {
+        let experiment = ExperimentDefinition::parse(
+            "
+name: e
+flag: e
+variants: [a, b]
+primary_metrics:
+  - {name: revenue, kind: sum, event: purchase, property: amount}
+secondary_metrics:
+  - name: per purchase
+    kind: ratio
+    numerator: {kind: sum, event: purchase, property: amount}
+    denominator: {kind: count, event: purchase}
+cuped: {pre_period_days: 7}
+",
+        )
+        .unwrap();
+        let plan = QueryPlan::new(&experiment);
+        let spans: Vec<(MetricKind, Span)> = plan
+            .quantities
+            .iter()
+            .map(|q| (q.component.kind, q.span))
+            .collect();
+        let week = 7 * 86_400_000_000;
+        assert_eq!(
+            spans,
+            [
+                (MetricKind::Sum, Span::After(None)),
+                (MetricKind::Sum, Span::Before(week)),
+                (MetricKind::Count, Span::After(None)),
+            ]
+        );
+        assert_eq!(plan.products, [(0, 1), (0, 2)]);
+        // The amount is read from JSON once, for purchases only.
+        assert_eq!(plan.sql.matches("json_get_float").count(), 1);
+        assert!(plan.sql.contains("(properties->>'$feature_flag') = 'e'"));
+    }
+}
