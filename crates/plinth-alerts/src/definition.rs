@@ -5,7 +5,7 @@
 //! name: checkout-outage
 //! event: checkout completed
 //! measure: count              # count | persons (unique) | sum | average
-//! property: amount_usd        # for sum and average
+//! # property: amount_usd      # what sum and average aggregate
 //! interval: day               # day | hour
 //! breakdown: $browser         # optional: a property whose values explain a flag
 //! direction: down             # down | up | both (default)
