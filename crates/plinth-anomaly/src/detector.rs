@@ -76,6 +76,28 @@ pub struct DetectorConfig {
     pub novelty_weight: f64,
 }
 
+impl DetectorConfig {
+    /// The detector for daily or hourly product metrics. The defaults are
+    /// tuned for NAB's machine series; counts of a product differ: they grow
+    /// (every new level would look novel), have few points (a day's surprise
+    /// must count at once, not be smoothed away) and a strong weekly rhythm.
+    pub fn product_metrics(warmup_points: usize) -> DetectorConfig {
+        DetectorConfig {
+            warmup_points,
+            novelty_weight: 0.0,
+            short_smoothing: 1.0,
+            level_smoothing: 0.3,
+            trend_smoothing: 0.05,
+            seasonal_smoothing: 0.6,
+            clip_sigmas: 3.0,
+            ratio_power: 4.0,
+            record_decay: 0.9,
+            suppression_points: 3,
+            ..DetectorConfig::default()
+        }
+    }
+}
+
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {

@@ -1,6 +1,11 @@
-//! The metadata store: API keys and roles today; docs, owners, lineage and
-//! the audit log as they arrive. SQLite, embedded in the data directory
-//! (`plinth.db`).
+//! The metadata store: API keys and roles, and named definitions (the
+//! experiments and alerts users create); docs, owners, lineage and the audit
+//! log as they arrive. SQLite, embedded in the data directory (`plinth.db`).
+//!
+//! Definitions are stored as text by kind and name; the crates that own a
+//! kind (`plinth-experiments`, `plinth-alerts`) parse and validate them, the
+//! catalog does not. Alerts also keep here the points they flagged (once
+//! per alert and bucket) and the log of every webhook delivery attempt.
 //!
 //! Keys are random 256-bit secrets shown once at creation; only their SHA-256
 //! is stored. A slow password hash buys nothing for secrets that cannot be
@@ -87,6 +92,31 @@ impl Catalog {
                 role TEXT,
                 created_at TEXT NOT NULL,
                 revoked_at TEXT
+            );
+            CREATE TABLE IF NOT EXISTS definitions (
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                body TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (kind, name)
+            );
+            CREATE TABLE IF NOT EXISTS alert_points (
+                alert TEXT NOT NULL,
+                bucket INTEGER NOT NULL,
+                point TEXT NOT NULL,
+                detected_at TEXT NOT NULL,
+                PRIMARY KEY (alert, bucket)
+            );
+            CREATE TABLE IF NOT EXISTS alert_deliveries (
+                id INTEGER PRIMARY KEY,
+                alert TEXT NOT NULL,
+                bucket INTEGER NOT NULL,
+                attempt INTEGER NOT NULL,
+                url TEXT NOT NULL,
+                status INTEGER,
+                error TEXT,
+                delivered INTEGER NOT NULL,
+                at TEXT NOT NULL
             );",
         )?;
         Ok(Catalog {
@@ -146,6 +176,141 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Creates or replaces the definition `name` of `kind`.
+    pub fn put_definition(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        self.connection.lock().expect("catalog lock").execute(
+            "INSERT INTO definitions (kind, name, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+            params![kind, name, body, chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// The definition `name` of `kind`, if there is one.
+    pub fn definition(&self, kind: &str, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .connection
+            .lock()
+            .expect("catalog lock")
+            .query_row(
+                "SELECT body FROM definitions WHERE kind = ?1 AND name = ?2",
+                params![kind, name],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every definition of `kind` as (name, body), by name.
+    pub fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let mut statement = connection
+            .prepare("SELECT name, body FROM definitions WHERE kind = ?1 ORDER BY name")?;
+        let rows = statement.query_map(params![kind], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// One attempt to deliver a flagged point to a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub alert: String,
+    /// The flagged bucket (UTC microseconds).
+    pub bucket: i64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub url: String,
+    /// The HTTP status answered, if any.
+    pub status: Option<u16>,
+    /// Why the attempt failed (connection error, timeout, non-2xx status).
+    pub error: Option<String>,
+    pub delivered: bool,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl Catalog {
+    /// Records a flagged point of `alert` (JSON text) unless that bucket was
+    /// recorded before; returns whether it is new.
+    pub fn record_alert_point(&self, alert: &str, bucket: i64, point: &str) -> Result<bool> {
+        let inserted = self.connection.lock().expect("catalog lock").execute(
+            "INSERT INTO alert_points (alert, bucket, point, detected_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (alert, bucket) DO NOTHING",
+            params![alert, bucket, point, chrono::Utc::now().to_rfc3339()],
+        )?;
+        Ok(inserted > 0)
+    }
+
+    /// The flagged points of `alert` as JSON text, newest bucket first.
+    pub fn alert_points(&self, alert: &str) -> Result<Vec<String>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let mut statement = connection
+            .prepare("SELECT point FROM alert_points WHERE alert = ?1 ORDER BY bucket DESC")?;
+        let rows = statement.query_map(params![alert], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The points of `alert` that no attempt delivered, as (bucket, point,
+    /// attempts made so far), oldest bucket first.
+    pub fn undelivered_alert_points(&self, alert: &str) -> Result<Vec<(i64, String, u32)>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let mut statement = connection.prepare(
+            "SELECT p.bucket, p.point,
+                    (SELECT count(*) FROM alert_deliveries d WHERE d.alert = p.alert AND d.bucket = p.bucket)
+             FROM alert_points p
+             WHERE p.alert = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM alert_deliveries d
+                 WHERE d.alert = p.alert AND d.bucket = p.bucket AND d.delivered)
+             ORDER BY p.bucket",
+        )?;
+        let rows = statement.query_map(params![alert], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Appends one delivery attempt to the log.
+    pub fn log_delivery(&self, delivery: &Delivery) -> Result<()> {
+        self.connection.lock().expect("catalog lock").execute(
+            "INSERT INTO alert_deliveries (alert, bucket, attempt, url, status, error, delivered, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                delivery.alert,
+                delivery.bucket,
+                delivery.attempt,
+                delivery.url,
+                delivery.status,
+                delivery.error,
+                delivery.delivered,
+                delivery.at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every delivery attempt of `alert`, oldest first.
+    pub fn deliveries(&self, alert: &str) -> Result<Vec<Delivery>> {
+        let connection = self.connection.lock().expect("catalog lock");
+        let mut statement = connection.prepare(
+            "SELECT alert, bucket, attempt, url, status, error, delivered, at
+             FROM alert_deliveries WHERE alert = ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![alert], |row| {
+            Ok(Delivery {
+                alert: row.get(0)?,
+                bucket: row.get(1)?,
+                attempt: row.get(2)?,
+                url: row.get(3)?,
+                status: row.get(4)?,
+                error: row.get(5)?,
+                delivered: row.get(6)?,
+                at: row.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
@@ -184,6 +349,61 @@ mod tests {
         assert!(catalog.revoke_key(&key).unwrap());
         assert_eq!(catalog.authenticate(&key).unwrap(), None);
         assert!(!catalog.revoke_key(&key).unwrap());
+    }
+
+    #[test]
+    fn definitions_are_replaced_by_name_and_listed_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        catalog.put_definition("experiment", "b", "{1}").unwrap();
+        catalog.put_definition("experiment", "a", "{2}").unwrap();
+        catalog.put_definition("experiment", "b", "{3}").unwrap();
+        catalog.put_definition("alert", "a", "{4}").unwrap();
+        assert_eq!(
+            catalog.definitions("experiment").unwrap(),
+            vec![("a".into(), "{2}".into()), ("b".into(), "{3}".into())]
+        );
+        assert_eq!(
+            catalog.definition("alert", "a").unwrap().as_deref(),
+            Some("{4}")
+        );
+        assert_eq!(catalog.definition("alert", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn alert_points_are_recorded_once_and_deliveries_logged_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        assert!(catalog.record_alert_point("a", 10, "{}").unwrap());
+        assert!(
+            !catalog
+                .record_alert_point("a", 10, "{\"again\": 1}")
+                .unwrap()
+        );
+        assert!(catalog.record_alert_point("a", 20, "{\"b\": 2}").unwrap());
+        assert_eq!(catalog.alert_points("a").unwrap(), ["{\"b\": 2}", "{}"]);
+        let attempt = |attempt, delivered| Delivery {
+            alert: "a".into(),
+            bucket: 10,
+            attempt,
+            url: "http://127.0.0.1:1/hook".into(),
+            status: Some(if delivered { 200 } else { 503 }),
+            error: None,
+            delivered,
+            at: "2026-01-01T00:00:00Z".into(),
+        };
+        catalog.log_delivery(&attempt(1, false)).unwrap();
+        let undelivered = catalog.undelivered_alert_points("a").unwrap();
+        assert_eq!(
+            undelivered,
+            [(10, "{}".to_string(), 1), (20, "{\"b\": 2}".to_string(), 0)]
+        );
+        catalog.log_delivery(&attempt(2, true)).unwrap();
+        assert_eq!(catalog.undelivered_alert_points("a").unwrap().len(), 1);
+        assert_eq!(
+            catalog.deliveries("a").unwrap(),
+            [attempt(1, false), attempt(2, true)]
+        );
     }
 
     #[test]

@@ -15,11 +15,14 @@
 //! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 408 time limit,
 //! 413 body too large, 422 memory limit, 500 ours.
 //!
-//! Capture endpoints (PostHog, Segment) are in [`capture`].
+//! Capture endpoints (PostHog, Segment) are in [`capture`]; experiment
+//! definitions and results in [`experiments`]; alerts in [`alerts`].
 //!
 //! This crate wires the engine and the catalog to HTTP; it owns no data.
 
+pub mod alerts;
 pub mod capture;
+pub mod experiments;
 mod tracking_plan;
 
 use std::sync::Arc;
@@ -62,6 +65,8 @@ pub fn router(state: AppState) -> Router {
             get(tracking_plan::violations),
         )
         .merge(capture::routes())
+        .merge(experiments::routes())
+        .merge(alerts::routes())
         .with_state(state)
 }
 

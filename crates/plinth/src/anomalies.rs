@@ -1,16 +1,13 @@
 //! `plinth anomalies`: flag unusual points of an event's daily or hourly
 //! count, and score the detector on the Numenta Anomaly Benchmark.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use plinth_anomaly::{
-    Breakdown, DetectorConfig, SegmentValue, detect_series, explain_change, run_nab,
-};
-use plinth_engine::{Engine, Privileges};
+use plinth_alerts::definition::Measure;
+use plinth_alerts::{Series, WatchedMetric, contributors, series};
+use plinth_anomaly::{DetectorConfig, detect_series, run_nab};
+use plinth_engine::Engine;
 use plinth_store::{Mode, Store};
 
 use crate::cli::{AnomaliesArgs, AnomaliesCommand, Interval, ScanArgs};
@@ -26,11 +23,6 @@ pub fn run(args: AnomaliesArgs) -> Result<()> {
     }
 }
 
-/// SQL text literal.
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 fn scan(args: ScanArgs) -> Result<()> {
     let Some(event) = &args.event else {
         bail!(
@@ -44,49 +36,22 @@ fn scan(args: ScanArgs) -> Result<()> {
     )?);
     let engine = Engine::new(store, plinth_engine::Limits::default());
     let runtime = tokio::runtime::Runtime::new()?;
-    let unit = match args.interval {
-        Interval::Day => "day",
-        Interval::Hour => "hour",
+    let metric = WatchedMetric {
+        event: event.clone(),
+        measure: Measure::Count,
+        property: None,
+        interval: match args.interval {
+            Interval::Day => plinth_alerts::definition::Interval::Day,
+            Interval::Hour => plinth_alerts::definition::Interval::Hour,
+        },
     };
-    let step_micros: i64 = match args.interval {
-        Interval::Day => 86_400_000_000,
-        Interval::Hour => 3_600_000_000,
-    };
-    // The series spans every bucket of the store's range, so a bucket where
-    // the event never happened counts as zero rather than vanishing.
-    let sql = format!(
-        "WITH range AS (SELECT date_trunc('{unit}', min(timestamp)) AS first, date_trunc('{unit}', max(timestamp)) AS last FROM events),
-              counts AS (SELECT date_trunc('{unit}', timestamp) AS bucket, count(*) AS n FROM events WHERE event = {event} GROUP BY bucket)
-         SELECT r.first, r.last, c.bucket, c.n FROM range r LEFT JOIN counts c ON true ORDER BY c.bucket",
-        event = quote(event)
-    );
-    let result = runtime.block_on(engine.query(&sql, Privileges::ReadStore))?;
-    let mut counts = BTreeMap::new();
-    let mut range = None;
-    for batch in &result.batches {
-        let first = batch.column(0).as_primitive::<TimestampMicrosecondType>();
-        let last = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-        let bucket = batch.column(2).as_primitive::<TimestampMicrosecondType>();
-        let n = batch.column(3).as_primitive::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            if first.is_valid(row) {
-                range = Some((first.value(row), last.value(row)));
-            }
-            if bucket.is_valid(row) {
-                counts.insert(bucket.value(row), n.value(row) as f64);
-            }
-        }
-    }
-    let Some((first, last)) = range else {
+    let unit = metric.interval.unit();
+    // Every bucket of the store's range, the last one included even if in
+    // progress: a look back, not an alert.
+    let Some(Series { buckets, values }) = runtime.block_on(series(&engine, &metric, i64::MAX))?
+    else {
         bail!("{} holds no events", args.data.dir.display());
     };
-    let buckets: Vec<i64> = (0..=((last - first) / step_micros))
-        .map(|i| first + i * step_micros)
-        .collect();
-    let values: Vec<f64> = buckets
-        .iter()
-        .map(|b| counts.get(b).copied().unwrap_or(0.0))
-        .collect();
     let seconds: Vec<i64> = buckets.iter().map(|b| b / 1_000_000).collect();
     let config = metric_config(args.warmup, args.detector.as_deref())?;
     let points = detect_series(&seconds, &values, &config);
@@ -112,16 +77,23 @@ fn scan(args: ScanArgs) -> Result<()> {
             if is_flagged { "  <- flagged" } else { "" }
         );
         if is_flagged && let Some(property) = &args.breakdown {
-            explain(
-                &runtime,
+            let explained = runtime.block_on(contributors(
                 &engine,
-                event,
+                &metric,
                 property,
-                unit,
                 *bucket,
-                step_micros,
                 point.expected,
-            )?;
+            ))?;
+            for contribution in explained.iter().take(3) {
+                println!(
+                    "    {}={}: {:.0} vs {:.1} expected ({:.0}% of the change)",
+                    contribution.dimension,
+                    contribution.value,
+                    contribution.actual,
+                    contribution.expected,
+                    contribution.share * 100.0
+                );
+            }
         }
     }
     println!(
@@ -132,24 +104,9 @@ fn scan(args: ScanArgs) -> Result<()> {
     Ok(())
 }
 
-/// The detector for daily or hourly product metrics. The defaults are tuned
-/// for NAB's machine series; counts of a product differ: they grow (every new
-/// level would look novel), have few points (a day's surprise must count at
-/// once, not be smoothed away) and a strong weekly rhythm.
+/// The product-metric detector with `--detector` overrides applied.
 fn metric_config(warmup: usize, overrides: Option<&str>) -> Result<DetectorConfig> {
-    let mut config = serde_json::to_value(DetectorConfig {
-        warmup_points: warmup,
-        novelty_weight: 0.0,
-        short_smoothing: 1.0,
-        level_smoothing: 0.3,
-        trend_smoothing: 0.05,
-        seasonal_smoothing: 0.6,
-        clip_sigmas: 3.0,
-        ratio_power: 4.0,
-        record_decay: 0.9,
-        suppression_points: 3,
-        ..DetectorConfig::default()
-    })?;
+    let mut config = serde_json::to_value(DetectorConfig::product_metrics(warmup))?;
     if let Some(overrides) = overrides {
         let overrides: serde_json::Map<String, serde_json::Value> = serde_json::from_str(overrides)
             .map_err(|e| anyhow::anyhow!("--detector must be a JSON object: {e}"))?;
@@ -161,79 +118,6 @@ fn metric_config(warmup: usize, overrides: Option<&str>) -> Result<DetectorConfi
         }
     }
     Ok(serde_json::from_value(config)?)
-}
-
-/// Names the values of `property` that account for most of the change at
-/// `bucket`: each value's expected count is its share of the previous seven
-/// buckets times the expected total.
-#[allow(clippy::too_many_arguments)]
-fn explain(
-    runtime: &tokio::runtime::Runtime,
-    engine: &Engine,
-    event: &str,
-    property: &str,
-    unit: &str,
-    bucket: i64,
-    step: i64,
-    expected_total: f64,
-) -> Result<()> {
-    let sql = format!(
-        "SELECT coalesce(properties->>{property}, '(none)') AS value,
-                sum(CASE WHEN date_trunc('{unit}', timestamp) = to_timestamp_micros({bucket}) AT TIME ZONE 'UTC' THEN 1 ELSE 0 END) AS now,
-                sum(CASE WHEN timestamp < to_timestamp_micros({bucket}) AT TIME ZONE 'UTC' THEN 1 ELSE 0 END) AS before
-         FROM events WHERE event = {event}
-           AND timestamp >= to_timestamp_micros({start}) AT TIME ZONE 'UTC'
-           AND timestamp < to_timestamp_micros({end}) AT TIME ZONE 'UTC'
-         GROUP BY value",
-        property = quote(property),
-        event = quote(event),
-        start = bucket - 7 * step,
-        end = bucket + step,
-    );
-    let result = runtime.block_on(engine.query(&sql, Privileges::ReadStore))?;
-    let mut rows = Vec::new();
-    for batch in &result.batches {
-        let value = datafusion::arrow::compute::cast(
-            batch.column(0),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let value = value.as_string::<i32>();
-        let now = batch.column(1).as_primitive::<Int64Type>();
-        let before = batch.column(2).as_primitive::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            rows.push((
-                value.value(row).to_string(),
-                now.value(row) as f64,
-                before.value(row) as f64,
-            ));
-        }
-    }
-    let before_total: f64 = rows.iter().map(|r| r.2).sum();
-    if before_total == 0.0 {
-        return Ok(());
-    }
-    let breakdown = Breakdown {
-        dimension: property.to_string(),
-        values: rows
-            .into_iter()
-            .map(|(value, now, before)| SegmentValue {
-                value,
-                actual: now,
-                expected: before / before_total * expected_total,
-            })
-            .collect(),
-    };
-    for contribution in explain_change(&[breakdown]).iter().take(3) {
-        println!(
-            "    {}={}: {:.0} vs {:.1} expected ({:.0}% of the change)",
-            contribution.dimension,
-            contribution.value,
-            contribution.actual,
-            contribution.expected,
-            contribution.share * 100.0
-        );
-    }
-    Ok(())
 }
 
 fn format_bucket(micros: i64, interval: Interval) -> String {

@@ -48,6 +48,64 @@ enum Command {
     Ls(ProjectArgs),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
+    /// Experiments: create from YAML, list, and compute results from the events.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
+    /// Metric alerts that `plinth serve` evaluates on a schedule.
+    #[command(subcommand)]
+    Alert(AlertCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AlertCommand {
+    /// Save (or replace) an alert from a YAML definition file.
+    Create {
+        #[command(flatten)]
+        data: DataArg,
+        /// The definition (see plinth_alerts::definition for the schema).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the saved alerts and how many points each has flagged.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ExperimentCommand {
+    /// Save (or replace) an experiment from a YAML definition file.
+    Create {
+        #[command(flatten)]
+        data: DataArg,
+        /// The definition (see plinth_experiments::definition for the schema).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// List the saved experiments.
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Per variant and metric: units, mean, lift with interval, p-value,
+    /// chance to win; the sample ratio check and warnings.
+    Results {
+        #[command(flatten)]
+        data: DataArg,
+        /// The experiment's name.
+        name: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ResultsFormat,
+        #[command(flatten)]
+        limits: QueryLimitArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ResultsFormat {
+    Table,
+    Json,
 }
 
 #[derive(Args)]
@@ -380,6 +438,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compile(args) => crate::pipelines::compile_command(args),
         Command::Ls(args) => crate::pipelines::ls_command(args),
         Command::Anomalies(args) => crate::anomalies::run(args),
+        Command::Experiment(command) => crate::experiments::run(command),
+        Command::Alert(command) => crate::alerts::run(command),
     }
 }
 

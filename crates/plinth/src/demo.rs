@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plinth_catalog::{Catalog, KeyKind, Role};
 use plinth_demo::{DemoConfig, DemoEvent};
 use plinth_engine::Engine;
+use plinth_experiments::{CATALOG_KIND, ExperimentDefinition};
 use plinth_ingest::{EventInput, Ingestor};
 use plinth_server::AppState;
 use plinth_store::{Mode, Store};
@@ -54,9 +55,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
             );
         } else {
             let store = store.clone();
+            let config = config.clone();
             tokio::task::spawn_blocking(move || generate(&store, &config)).await??;
         }
         let catalog = Arc::new(Catalog::open(&args.data.dir)?);
+        if existing == 0 {
+            save_demo_experiment(&catalog, &config)?;
+        }
         let admin = catalog.create_key(KeyKind::Secret(Role::Admin))?;
         let capture = catalog.create_key(KeyKind::Capture)?;
         println!("secret key (admin): {admin}");
@@ -121,6 +126,23 @@ fn generate(store: &Arc<Store>, config: &DemoConfig) -> Result<()> {
     Ok(())
 }
 
+/// The definition of the demo's planted experiment, over the demo's window.
+const DEMO_EXPERIMENT: &str = include_str!("new-onboarding.yml");
+
+/// Saves the planted experiment unless one of its name exists (it may have
+/// been edited), so `plinth experiment results new-onboarding` works at once.
+fn save_demo_experiment(catalog: &Catalog, config: &DemoConfig) -> Result<()> {
+    let text = DEMO_EXPERIMENT
+        .replace("{start}", &config.start_date().to_string())
+        .replace("{end}", &config.end_date.to_string());
+    let experiment = ExperimentDefinition::parse(&text)?;
+    let name = &experiment.definition.name;
+    if catalog.definition(CATALOG_KIND, name)?.is_none() {
+        catalog.put_definition(CATALOG_KIND, name, &experiment.definition.to_json())?;
+    }
+    Ok(())
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
@@ -151,4 +173,30 @@ fn to_input(event: DemoEvent) -> Result<EventInput> {
             .map(str::to_string);
     }
     Ok(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_experiment_measures_what_the_demo_plants() {
+        let config = DemoConfig::new(
+            10,
+            90,
+            1,
+            chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap(),
+        );
+        let text = DEMO_EXPERIMENT
+            .replace("{start}", &config.start_date().to_string())
+            .replace("{end}", &config.end_date.to_string());
+        let experiment = ExperimentDefinition::parse(&text).unwrap();
+        let definition = &experiment.definition;
+        assert_eq!(definition.flag, plinth_demo::EXPERIMENT_FLAG);
+        assert_eq!(definition.variants, plinth_demo::EXPERIMENT_VARIANTS);
+        assert_eq!(
+            definition.primary_metrics[0].event.as_deref(),
+            Some(plinth_demo::ACTIVATION_EVENT)
+        );
+    }
 }

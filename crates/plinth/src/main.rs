@@ -4,9 +4,11 @@
 //! Errors print as one line (`error: …`) and exit with status 1; usage errors
 //! exit with status 2 (clap's convention).
 
+mod alerts;
 mod anomalies;
 mod cli;
 mod demo;
+mod experiments;
 mod import;
 mod keys;
 mod maintain;

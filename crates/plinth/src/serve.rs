@@ -1,5 +1,5 @@
 //! `plinth serve`: the HTTP API and the capture endpoints over a data
-//! directory.
+//! directory, with background maintenance and the alert scheduler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,11 +85,16 @@ pub async fn serve(
     state: AppState,
 ) -> Result<()> {
     let maintenance = tokio::spawn(maintain_forever(store));
+    let alerts = tokio::spawn(plinth_alerts::run_forever(
+        state.engine.clone(),
+        state.catalog.clone(),
+    ));
     let capture = state.capture.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     maintenance.abort();
+    alerts.abort();
     if let Some(capture) = capture {
         let pipeline = capture.pipeline().clone();
         tokio::task::spawn_blocking(move || pipeline.shutdown()).await??;

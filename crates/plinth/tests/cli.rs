@@ -59,6 +59,9 @@ fn every_command_has_help() {
         vec!["import", "--help"],
         vec!["demo", "--help"],
         vec!["maintain", "--help"],
+        vec!["experiment", "results", "--help"],
+        vec!["experiment", "create", "--help"],
+        vec!["alert", "create", "--help"],
     ] {
         let output = run(&command);
         assert!(output.status.success(), "{command:?}");

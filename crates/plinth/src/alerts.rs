@@ -1,0 +1,40 @@
+//! `plinth alert`: store alert definitions in the catalog and list them;
+//! `plinth serve` evaluates them.
+
+use anyhow::{Context, Result};
+use plinth_alerts::{AlertDefinition, CATALOG_KIND};
+use plinth_catalog::Catalog;
+
+use crate::cli::AlertCommand;
+
+pub fn run(command: AlertCommand) -> Result<()> {
+    match command {
+        AlertCommand::Create { data, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let alert = AlertDefinition::parse(&text)?;
+            Catalog::open(&data.dir)?.put_definition(
+                CATALOG_KIND,
+                &alert.name,
+                &alert.to_json(),
+            )?;
+            println!("saved alert {}", alert.name);
+            Ok(())
+        }
+        AlertCommand::List { data } => {
+            let catalog = Catalog::open(&data.dir)?;
+            for (name, body) in catalog.definitions(CATALOG_KIND)? {
+                let alert = AlertDefinition::parse(&body)?;
+                println!(
+                    "{name}\tevent {:?}\t{:?} per {:?}\t{} flagged\t{}",
+                    alert.event,
+                    alert.measure,
+                    alert.interval,
+                    catalog.alert_points(&name)?.len(),
+                    alert.webhook.url
+                );
+            }
+            Ok(())
+        }
+    }
+}

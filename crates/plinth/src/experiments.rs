@@ -1,0 +1,187 @@
+//! `plinth experiment`: store experiment definitions in the catalog, list
+//! them, and compute an experiment's results from the events.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use plinth_catalog::Catalog;
+use plinth_engine::Engine;
+use plinth_experiments::analysis::{Comparison, MetricResult};
+use plinth_experiments::{CATALOG_KIND, ExperimentDefinition, ExperimentResults};
+use plinth_store::{Mode, Store};
+
+use crate::cli::{ExperimentCommand, ResultsFormat};
+
+pub fn run(command: ExperimentCommand) -> Result<()> {
+    match command {
+        ExperimentCommand::Create { data, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let experiment = ExperimentDefinition::parse(&text)?;
+            let catalog = Catalog::open(&data.dir)?;
+            let name = &experiment.definition.name;
+            catalog.put_definition(CATALOG_KIND, name, &experiment.definition.to_json())?;
+            println!("saved experiment {name}");
+            Ok(())
+        }
+        ExperimentCommand::List { data } => {
+            let catalog = Catalog::open(&data.dir)?;
+            for (name, body) in catalog.definitions(CATALOG_KIND)? {
+                let experiment = ExperimentDefinition::parse(&body)?;
+                let definition = &experiment.definition;
+                println!(
+                    "{name}\tflag {}\tvariants {}\t{} to {}",
+                    definition.flag,
+                    definition.variants.join(", "),
+                    definition.start.as_deref().unwrap_or("(any time)"),
+                    definition.end.as_deref().unwrap_or("(running)"),
+                );
+            }
+            Ok(())
+        }
+        ExperimentCommand::Results {
+            data,
+            name,
+            format,
+            limits,
+        } => {
+            let catalog = Catalog::open(&data.dir)?;
+            let Some(body) = catalog.definition(CATALOG_KIND, &name)? else {
+                bail!(
+                    "no experiment named {name:?} in {}; create one with `plinth experiment create FILE.yml`",
+                    data.dir.display()
+                );
+            };
+            let experiment = ExperimentDefinition::parse(&body)?;
+            if let Some(holder) = Store::writer(&data.dir) {
+                eprintln!(
+                    "note: {} is open by {}; these results read what it has published, \
+                     not its last few seconds of buffered events (GET /api/v1/experiments/{name}/results sees those)",
+                    data.dir.display(),
+                    holder.trim()
+                );
+            }
+            let store = Arc::new(Store::open(&data.dir, Mode::Reader, "plinth experiment")?);
+            let engine = Engine::new(store, limits.limits());
+            let runtime = tokio::runtime::Runtime::new()?;
+            let now = chrono::Utc::now().timestamp_micros();
+            let results =
+                runtime.block_on(plinth_experiments::results(&engine, &experiment, now))?;
+            match format {
+                ResultsFormat::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+                ResultsFormat::Table => print!("{}", table(&results)),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn percent(value: f64) -> String {
+    format!("{:+.1}%", value * 100.0)
+}
+
+/// The results for a terminal: units and the sample ratio check, then one
+/// block per metric, then the warnings.
+fn table(results: &ExperimentResults) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "experiment {} (flag {}), control {}",
+        results.experiment, results.flag, results.control
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>10} {:>8} {:>9}",
+        "variant", "units", "share", "planned"
+    );
+    for v in &results.variants {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>10} {:>7.1}% {:>8.1}%",
+            v.variant,
+            v.units,
+            v.observed_share * 100.0,
+            v.expected_share * 100.0
+        );
+    }
+    let srm = match results.srm.p_value {
+        Some(p) if results.srm.mismatch => format!("MISMATCH (p = {p:.2e})"),
+        Some(p) => format!("ok (p = {p:.3})"),
+        None => "no units".into(),
+    };
+    let _ = writeln!(
+        out,
+        "persons served several variants (excluded): {}\nsample ratio check: {srm}",
+        results.multiple_variant_persons
+    );
+    let test = match results.sequential_tuning {
+        Some(tuning) => format!("sequential (N* = {tuning})"),
+        None => "t-test".into(),
+    };
+    let _ = writeln!(
+        out,
+        "test: {test}, {:.0}% intervals{}",
+        (1.0 - results.alpha) * 100.0,
+        if results.cuped { ", CUPED" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:<10} {:<16} {:>12} {:>9} {:>20} {:>8} {:>8}",
+        "metric", "role", "variant", "mean", "lift", "interval", "p-value", "win"
+    );
+    for metric in &results.metrics {
+        metric_rows(&mut out, metric);
+    }
+    if !results.warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings:");
+        for warning in &results.warnings {
+            let _ = writeln!(out, "  [{}] {}", warning.code, warning.message);
+        }
+    }
+    out
+}
+
+fn metric_rows(out: &mut String, metric: &MetricResult) {
+    let role = serde_json::to_value(metric.role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    for (i, variant) in metric.variants.iter().enumerate() {
+        let (name, role) = if i == 0 {
+            (metric.name.as_str(), role.as_str())
+        } else {
+            ("", "")
+        };
+        let comparison: Option<&Comparison> = metric
+            .comparisons
+            .iter()
+            .find(|c| c.variant == variant.variant);
+        let _ = write!(
+            out,
+            "{name:<28} {role:<10} {:<16} {:>12.4}",
+            variant.variant, variant.mean
+        );
+        if let Some(c) = comparison {
+            let interval = format!("[{}, {}]", percent(c.ci[0]), percent(c.ci[1]));
+            let _ = write!(
+                out,
+                " {:>9} {interval:>20} {:>8.4} {:>7.1}%{}",
+                percent(c.lift),
+                c.p_value,
+                c.chance_to_win * 100.0,
+                if c.significant { "  significant" } else { "" }
+            );
+        }
+        let _ = writeln!(out);
+        if let Some(cuped) = comparison.and_then(|c| c.cuped.as_ref()) {
+            let _ = writeln!(
+                out,
+                "{:<56} CUPED: theta {:.4}, variance reduced {:.1}%",
+                "",
+                cuped.theta,
+                cuped.variance_reduction * 100.0
+            );
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Alerts inside a real `plinth serve` on the demo product: the planted
+//! checkout outage is flagged with its contributing browsers, recorded, and
+//! POSTed to a real local HTTP receiver that fails twice before accepting,
+//! so the retries, their backoff and the delivery log are all observed; and
+//! a delivery cut short by a crash resumes after a restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Server, admin_and_capture_keys, run_ok};
+use serde_json::Value;
+
+/// A webhook receiver on a loopback port: answers 503 to the first
+/// `failures` requests, then 200; sends every request body to the channel.
+fn receiver(failures: usize) -> (String, mpsc::Receiver<(u16, Value)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/plinth", listener.local_addr().unwrap());
+    let (sender, bodies) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (served, stream) in listener.incoming().enumerate() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            assert!(
+                request_line.starts_with("POST /hooks/plinth "),
+                "{request_line}"
+            );
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = if served < failures { 503 } else { 200 };
+            let reason = if status == 200 {
+                "OK"
+            } else {
+                "Service Unavailable"
+            };
+            write!(
+                stream,
+                "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let body = serde_json::from_slice(&body).expect("the webhook body is JSON");
+            if sender.send((status, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn the_checkout_outage_is_flagged_recorded_and_delivered_after_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    run_ok(&[
+        "demo",
+        "--data",
+        data,
+        "--end-date",
+        "2026-06-30",
+        "--no-serve",
+    ]);
+    let (admin, _) = admin_and_capture_keys(data);
+    let (url, bodies) = receiver(2);
+    let server = Server::start(dir.path());
+    let client = reqwest::blocking::Client::new();
+
+    // Drops only, over the last 30 days: the outage (2026-06-10, see
+    // tests/anomalies.rs) must be the one point flagged.
+    let definition = format!(
+        "name: checkout-outage
+event: checkout completed
+breakdown: $browser
+direction: down
+lookback: 30
+webhook: {{url: '{url}', max_attempts: 4, backoff_seconds: 0.3}}
+"
+    );
+    let created = client
+        .post(format!("{}/api/v1/alerts", server.url))
+        .bearer_auth(&admin)
+        .body(definition)
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let wait = Duration::from_secs(120);
+    let received: Vec<(u16, Value)> = (0..3)
+        .map(|_| bodies.recv_timeout(wait).expect("a webhook request"))
+        .collect();
+    let statuses: Vec<u16> = received.iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [503, 503, 200]);
+    let point = &received[2].1;
+    assert!(received.iter().all(|r| r.1 == *point), "{received:?}");
+    assert_eq!(point["alert"], "checkout-outage");
+    assert_eq!(point["bucket"], "2026-06-10T00:00:00+00:00", "{point:#}");
+    assert_eq!(point["value"], 0.0);
+    assert_eq!(point["direction"], "down");
+    assert_eq!(point["contributors"][0]["dimension"], "$browser");
+    assert_eq!(point["contributors"][0]["value"], "Chrome", "{point:#}");
+
+    // The delivery log: two refusals, then the delivery, with backoff.
+    let get = |path: &str| -> Value {
+        client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let log = loop {
+        let log = get("/api/v1/alerts/checkout-outage/deliveries");
+        if log.as_array().unwrap().len() >= 3 || started.elapsed() > wait {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 3, "{log:?}");
+    let attempts: Vec<(u64, u64, bool)> = log
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_u64().unwrap(),
+                d["status"].as_u64().unwrap(),
+                d["delivered"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts, [(1, 503, false), (2, 503, false), (3, 200, true)]);
+    let at: Vec<chrono::DateTime<chrono::FixedOffset>> = log
+        .iter()
+        .map(|d| chrono::DateTime::parse_from_rfc3339(d["at"].as_str().unwrap()).unwrap())
+        .collect();
+    let gap = |i: usize| (at[i + 1] - at[i]).num_milliseconds();
+    assert!(
+        gap(0) >= 250 && gap(1) >= 550,
+        "backoff 0.3 s then 0.6 s: {at:?}"
+    );
+
+    // The point is recorded once, with its contributors, and not sent again.
+    let alerts = get("/api/v1/alerts");
+    assert_eq!(alerts[0]["points"].as_array().unwrap().len(), 1);
+    assert_eq!(alerts[0]["points"][0], *point);
+    assert!(bodies.recv_timeout(Duration::from_secs(3)).is_err());
+}
+
+#[test]
+fn a_delivery_cut_short_by_a_crash_resumes_when_the_server_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    run_ok(&[
+        "demo",
+        "--data",
+        data,
+        "--end-date",
+        "2026-06-30",
+        "--no-serve",
+    ]);
+    let (admin, _) = admin_and_capture_keys(data);
+    let (url, bodies) = receiver(1);
+    // A minute between attempts: the server is killed inside that wait.
+    let definition = dir.path().join("alert.yml");
+    std::fs::write(
+        &definition,
+        format!(
+            "name: checkout-outage
+event: checkout completed
+direction: down
+lookback: 30
+webhook: {{url: '{url}', max_attempts: 3, backoff_seconds: 60}}
+"
+        ),
+    )
+    .unwrap();
+    run_ok(&[
+        "alert",
+        "create",
+        "--data",
+        data,
+        definition.to_str().unwrap(),
+    ]);
+    let wait = Duration::from_secs(120);
+    let deliveries = |server: &Server| -> Vec<(u64, bool)> {
+        let log: Value = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/api/v1/alerts/checkout-outage/deliveries",
+                server.url
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        log.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["attempt"].as_u64().unwrap(),
+                    d["delivered"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    let first = Server::start(dir.path());
+    assert_eq!(bodies.recv_timeout(wait).unwrap().0, 503);
+    let started = Instant::now();
+    while deliveries(&first).is_empty() && started.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(first); // SIGKILL, mid-backoff
+
+    let again = Server::start(dir.path());
+    let (status, point) = bodies.recv_timeout(wait).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(point["bucket"], "2026-06-10T00:00:00+00:00");
+    let started = Instant::now();
+    while deliveries(&again).len() < 2 && started.elapsed() < wait {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(deliveries(&again), [(1, false), (2, true)]);
+    assert!(bodies.recv_timeout(Duration::from_secs(3)).is_err());
+}

@@ -1,0 +1,554 @@
+//! `plinth experiment` and the experiment API on real data: the demo's
+//! planted A/B test, and a small hand-made fixture whose every number is
+//! worked out below. Second opinions: DuckDB over the same Parquet files
+//! for the per-variant sums, and `plinth stats` for the statistics.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{Server, admin_and_capture_keys, python, run, run_ok};
+use serde_json::{Value, json};
+
+/// `plinth experiment results NAME --format json`.
+fn results_json(data: &str, name: &str) -> Value {
+    let out = run_ok(&[
+        "experiment",
+        "results",
+        name,
+        "--data",
+        data,
+        "--format",
+        "json",
+    ]);
+    serde_json::from_str(&out).expect("results are JSON")
+}
+
+/// The metric called `name` in results.
+fn metric<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no metric {name} in {results:#}"))
+}
+
+/// `plinth stats` on one request.
+fn stats(request: Value) -> Value {
+    let mut child = common::plinth()
+        .arg("stats")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "plinth stats failed on {request}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// The experiment's comparison of `test` against control agrees with
+/// `plinth stats` on the same sums.
+fn assert_same_test(comparison: &Value, expected: &Value) {
+    for field in ["lift", "p_value"] {
+        let (a, b) = (comparison[field].as_f64(), expected[field].as_f64());
+        assert!(
+            close(a.unwrap(), b.unwrap()),
+            "{field}: {comparison} vs {expected}"
+        );
+    }
+    for i in 0..2 {
+        let (a, b) = (comparison["ci"][i].as_f64(), expected["ci"][i].as_f64());
+        assert!(
+            close(a.unwrap(), b.unwrap()),
+            "ci: {comparison} vs {expected}"
+        );
+    }
+}
+
+/// Rows of a DuckDB query (threads = 2) as JSON arrays.
+fn duckdb_rows(sql: &str) -> Vec<Vec<Value>> {
+    let script = format!(
+        "import duckdb, json\ncon = duckdb.connect()\ncon.execute('SET threads = 2')\nprint(json.dumps([list(r) for r in con.execute({sql:?}).fetchall()]))"
+    );
+    let output = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "DuckDB failed (run the tests through .ci/run, which installs it): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn demo(dir: &Path) -> String {
+    let data = dir.to_str().unwrap().to_string();
+    run_ok(&[
+        "demo",
+        "--data",
+        &data,
+        "--end-date",
+        "2026-06-30",
+        "--no-serve",
+    ]);
+    data
+}
+
+#[test]
+fn the_demo_experiment_shows_the_planted_lift_and_agrees_with_duckdb_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo(dir.path());
+    let results = results_json(&data, "new-onboarding");
+
+    // The planted lift on activation is inside the interval, and detected.
+    let activation = metric(&results, "activation");
+    let test = &activation["comparisons"][0];
+    let (low, high) = (
+        test["ci"][0].as_f64().unwrap(),
+        test["ci"][1].as_f64().unwrap(),
+    );
+    let planted = plinth_demo::TRUE_ACTIVATION_LIFT;
+    assert!(low < planted && planted < high, "{test}");
+    assert_eq!(test["significant"], true, "{test}");
+    assert!(test["chance_to_win"].as_f64().unwrap() > 0.95, "{test}");
+    // Assignment is a fair hash: no sample ratio mismatch, nobody saw both.
+    assert_eq!(results["srm"]["mismatch"], false, "{results:#}");
+    assert_eq!(results["multiple_variant_persons"], 0);
+    assert!(
+        results["warnings"].as_array().unwrap().is_empty(),
+        "{results:#}"
+    );
+
+    // DuckDB, from the Parquet files, resolving persons through `persons`
+    // itself: exposures, activation within 14 days, and pageviews after
+    // and in the 14 days before first exposure (CUPED's covariate).
+    let root = dir.path().display();
+    let (start, end, day) = (
+        1_775_088_000_000_000i64,
+        1_782_863_999_999_999i64,
+        86_400_000_000i64,
+    );
+    let rows = duckdb_rows(&format!(
+        "WITH ids AS (SELECT unnest(distinct_ids) AS distinct_id, person_id FROM read_parquet('{root}/tables/persons/**/*.parquet')),
+              ev AS (SELECT e.event, coalesce(i.person_id, e.person_id) AS person, epoch_us(e.timestamp) AS ts, e.properties
+                     FROM read_parquet('{root}/tables/events/**/*.parquet') e LEFT JOIN ids i USING (distinct_id)),
+              x AS (SELECT person, min(ts) AS t0,
+                           min(json_extract_string(properties, '$.\"$feature_flag_response\"')) AS v,
+                           max(json_extract_string(properties, '$.\"$feature_flag_response\"')) AS v2
+                    FROM ev WHERE event = '$feature_flag_called'
+                      AND json_extract_string(properties, '$.\"$feature_flag\"') = 'new-onboarding'
+                      AND ts BETWEEN {start} AND {end} GROUP BY person),
+              pp AS (SELECT x.v,
+                       max(CASE WHEN e.event = 'project created' AND e.ts >= x.t0 AND e.ts < x.t0 + 14 * {day} AND e.ts <= {end} THEN 1 ELSE 0 END) AS act,
+                       sum(CASE WHEN e.event = '$pageview' AND e.ts >= x.t0 AND e.ts <= {end} THEN 1 ELSE 0 END) AS pv,
+                       sum(CASE WHEN e.event = '$pageview' AND e.ts < x.t0 AND e.ts >= x.t0 - 14 * {day} THEN 1 ELSE 0 END) AS pre
+                     FROM x LEFT JOIN ev e ON e.person = x.person WHERE x.v = x.v2 GROUP BY x.person, x.v)
+         SELECT v, count(*), sum(act), sum(pv), sum(pv * pv), sum(pre), sum(pre * pre), sum(pv * pre)
+         FROM pp GROUP BY v ORDER BY v"
+    ));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let arm = |row: &[Value], kind: &str| -> Value {
+        let number = |i: usize| row[i].as_f64().unwrap();
+        match kind {
+            "activation" => json!({"n": number(1), "sum": number(2)}),
+            _ => json!({"n": number(1), "sum": number(3), "sum_squares": number(4),
+                        "covariate_sum": number(5), "covariate_sum_squares": number(6),
+                        "main_covariate_sum_product": number(7)}),
+        }
+    };
+    let units: Vec<f64> = results["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["units"].as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        units,
+        vec![rows[0][1].as_f64().unwrap(), rows[1][1].as_f64().unwrap()]
+    );
+    let expected = stats(json!({"test": "ttest", "metric": "proportion",
+        "control": arm(&rows[0], "activation"), "treatment": arm(&rows[1], "activation")}));
+    assert_same_test(test, &expected);
+    let pageviews = &metric(&results, "pageviews")["comparisons"][0];
+    let expected = stats(json!({"test": "cuped", "metric": "mean",
+        "control": arm(&rows[0], "pageviews"), "treatment": arm(&rows[1], "pageviews")}));
+    assert_same_test(pageviews, &expected);
+    assert!(
+        close(
+            pageviews["cuped"]["theta"].as_f64().unwrap(),
+            expected["cuped"]["theta"].as_f64().unwrap()
+        ),
+        "{pageviews} vs {expected}"
+    );
+
+    // The API answers the same results, and lists the experiment.
+    let (admin, _) = admin_and_capture_keys(&data);
+    let server = Server::start(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| -> Value {
+        let response = client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().unwrap()
+    };
+    assert_eq!(get("/api/v1/experiments/new-onboarding/results"), results);
+    assert_eq!(get("/api/v1/experiments")[0]["name"], "new-onboarding");
+}
+
+/// The codes of the warnings in results.
+fn warning_codes(results: &Value) -> Vec<&str> {
+    results["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect()
+}
+
+fn create(data: &str, dir: &Path, definition: &str) {
+    let file = dir.join("definition.yml");
+    std::fs::write(&file, definition).unwrap();
+    run_ok(&[
+        "experiment",
+        "create",
+        "--data",
+        data,
+        file.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn warnings_follow_the_definition_and_sequential_widens_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = demo(&dir.path().join("data"));
+    // Declared 70/30 while the flag splits 50/50; no end, so still running;
+    // pageviews rise in `test`, which this guardrail counts as worse.
+    let skewed = "
+name: skewed
+flag: new-onboarding
+variants: [control, test]
+weights: [0.7, 0.3]
+primary_metrics:
+  - {name: activation, kind: conversion, event: project created, window_days: 14}
+guardrails:
+  - {name: pageviews, kind: count, event: $pageview, higher_is_better: false}
+";
+    create(&data, dir.path(), skewed);
+    let results = results_json(&data, "skewed");
+    assert_eq!(results["srm"]["mismatch"], true);
+    assert_eq!(warning_codes(&results), ["srm", "peeking", "guardrail"]);
+
+    // Sequential: the always-valid interval of plinth stats on the same
+    // sums, wider than the fixed-horizon one; no peeking warning
+    let sequential = format!(
+        "{}sequential: {{tuning: 3000}}\n",
+        skewed
+            .replace("skewed", "sequential")
+            .replace("weights: [0.7, 0.3]", "weights: [0.5, 0.5]")
+    );
+    create(&data, dir.path(), &sequential);
+    let results = results_json(&data, "sequential");
+    // (and the guardrail's rise is no longer significant at its width).
+    assert!(warning_codes(&results).is_empty(), "{results:#}");
+    let activation = metric(&results, "activation");
+    let comparison = &activation["comparisons"][0];
+    assert_eq!(comparison["test"], "sequential");
+    let arm = |i: usize| {
+        let statistic = &activation["variants"][i]["statistic"];
+        json!({"n": statistic["n"], "sum": statistic["sum"]})
+    };
+    let expected = stats(json!({"test": "sequential", "metric": "proportion",
+        "sequential_tuning_parameter": 3000, "control": arm(0), "treatment": arm(1)}));
+    assert_same_test(comparison, &expected);
+    let fixed = stats(json!({"test": "ttest", "metric": "proportion",
+        "control": arm(0), "treatment": arm(1)}));
+    let width = |v: &Value| v["ci"][1].as_f64().unwrap() - v["ci"][0].as_f64().unwrap();
+    assert!(width(comparison) > width(&fixed), "{comparison} vs {fixed}");
+}
+
+const DAY: &str = "2026-03-";
+
+/// One PostHog-shaped event line.
+fn event(name: &str, distinct_id: &str, day: u32, hour: u32, properties: Value) -> String {
+    json!({
+        "event": name,
+        "distinct_id": distinct_id,
+        "timestamp": format!("{DAY}{day:02}T{hour:02}:00:00Z"),
+        "properties": properties,
+    })
+    .to_string()
+}
+
+fn exposure(distinct_id: &str, day: u32, hour: u32, variant: &str) -> String {
+    exposure_to("checkout-copy", distinct_id, day, hour, variant)
+}
+
+fn exposure_to(flag: &str, distinct_id: &str, day: u32, hour: u32, variant: &str) -> String {
+    event(
+        "$feature_flag_called",
+        distinct_id,
+        day,
+        hour,
+        json!({"$feature_flag": flag, "$feature_flag_response": variant}),
+    )
+}
+
+fn purchase(distinct_id: &str, day: u32, amount: f64) -> String {
+    event("purchase", distinct_id, day, 12, json!({"amount": amount}))
+}
+
+fn view(distinct_id: &str, day: u32) -> String {
+    event("view", distinct_id, day, 13, json!({}))
+}
+
+fn identify(user: &str, anonymous: &str, day: u32, hour: u32) -> String {
+    event(
+        "$identify",
+        user,
+        day,
+        hour,
+        json!({"$anon_distinct_id": anonymous}),
+    )
+}
+
+const FIXTURE_EXPERIMENT: &str = "
+name: checkout-copy
+flag: checkout-copy
+variants: [control, test]
+start: 2026-03-01
+end: 2026-03-31
+min_units: 1
+primary_metrics:
+  - {name: bought, kind: conversion, event: purchase, window_days: 7}
+secondary_metrics:
+  - {name: revenue, kind: sum, event: purchase, property: amount}
+  - {name: views, kind: count, event: view}
+  - name: revenue per purchase
+    kind: ratio
+    numerator: {kind: sum, event: purchase, property: amount}
+    denominator: {kind: count, event: purchase}
+";
+
+/// Every case the exposure rules distinguish, with the numbers they give.
+fn fixture_events() -> Vec<String> {
+    vec![
+        // control
+        exposure("c1", 1, 10, "control"), // bought (15 within 7 days), 2 purchases, 2 views
+        purchase("c1", 2, 10.0),
+        purchase("c1", 3, 5.0),
+        view("c1", 2),
+        view("c1", 4),
+        exposure("c2", 1, 10, "control"), // bought on day 9: after the window, revenue 30
+        purchase("c2", 9, 30.0),
+        purchase("c3", 1, 7.0), // before exposure (12:00 < 14:00): counts nowhere
+        exposure("c3", 1, 14, "control"),
+        exposure("c4", 2, 10, "control"), // exposed twice: the first counts
+        purchase("c4", 4, 20.0),
+        exposure("c4", 5, 10, "control"),
+        exposure("c5", 3, 10, "control"), // 3 views
+        view("c5", 3),
+        view("c5", 4),
+        view("c5", 5),
+        exposure("anon6", 3, 9, "control"), // exposed anonymously, buys once identified
+        identify("c6", "anon6", 3, 10),
+        purchase("c6", 4, 8.0),
+        // test
+        exposure("t1", 1, 10, "test"), // 40
+        purchase("t1", 2, 40.0),
+        exposure("t2", 1, 10, "test"), // 12 + 18, 1 view
+        purchase("t2", 2, 12.0),
+        purchase("t2", 3, 18.0),
+        view("t2", 3),
+        exposure("t3", 2, 10, "test"), // nothing
+        exposure("t4", 2, 10, "test"), // 5 views
+        view("t4", 3),
+        view("t4", 3),
+        view("t4", 4),
+        view("t4", 5),
+        view("t4", 6),
+        // excluded: both variants, once under one id, once across a merge
+        exposure("m1", 1, 10, "control"),
+        exposure("m1", 2, 10, "test"),
+        purchase("m1", 3, 100.0),
+        exposure("anon-m2", 1, 9, "control"),
+        identify("m2", "anon-m2", 1, 10),
+        exposure("m2", 2, 10, "test"),
+        // not in the experiment: after its end, another flag, an undeclared variant
+        event(
+            "$feature_flag_called",
+            "late",
+            1,
+            10,
+            json!({"$feature_flag": "checkout-copy", "$feature_flag_response": "test"}),
+        )
+        .replace("2026-03-01", "2026-04-05"),
+        exposure_to("other-flag", "o1", 1, 10, "control"),
+        exposure("o2", 1, 10, "holdout"),
+    ]
+}
+
+#[test]
+fn a_hand_made_fixture_gives_the_worked_out_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(&events, fixture_events().join("\n") + "\n").unwrap();
+    run_ok(&["import", "--data", data, events.to_str().unwrap()]);
+    let definition = dir.path().join("checkout-copy.yml");
+    std::fs::write(&definition, FIXTURE_EXPERIMENT).unwrap();
+    run_ok(&[
+        "experiment",
+        "create",
+        "--data",
+        data,
+        definition.to_str().unwrap(),
+    ]);
+    let listed = run_ok(&["experiment", "list", "--data", data]);
+    assert!(listed.starts_with("checkout-copy\t"), "{listed}");
+
+    let results = results_json(data, "checkout-copy");
+    let units: Vec<&Value> = results["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["units"])
+        .collect();
+    assert_eq!(units, [&json!(6), &json!(4)], "{results:#}");
+    assert_eq!(results["multiple_variant_persons"], 2);
+    assert_eq!(
+        warning_codes(&results),
+        ["multiple_variants"],
+        "{results:#}"
+    );
+
+    // Worked out by hand from fixture_events().
+    let bought = json!({"test": "ttest", "metric": "proportion",
+        "control": {"n": 6, "sum": 3}, "treatment": {"n": 4, "sum": 2}});
+    let revenue = json!({"test": "ttest", "metric": "mean",
+        "control": {"n": 6, "sum": 73, "sum_squares": 1589},
+        "treatment": {"n": 4, "sum": 70, "sum_squares": 2500}});
+    let views = json!({"test": "ttest", "metric": "mean",
+        "control": {"n": 6, "sum": 5, "sum_squares": 13},
+        "treatment": {"n": 4, "sum": 6, "sum_squares": 26}});
+    let per_purchase = json!({"test": "ttest", "metric": "ratio",
+        "control": {"n": 6, "sum": 73, "sum_squares": 1589, "denominator_sum": 5,
+                    "denominator_sum_squares": 7, "main_denominator_sum_product": 88},
+        "treatment": {"n": 4, "sum": 70, "sum_squares": 2500, "denominator_sum": 3,
+                      "denominator_sum_squares": 5, "main_denominator_sum_product": 100}});
+    for (name, request) in [
+        ("bought", bought),
+        ("revenue", revenue),
+        ("views", views),
+        ("revenue per purchase", per_purchase),
+    ] {
+        let expected = stats(request);
+        let result = metric(&results, name);
+        assert_same_test(&result["comparisons"][0], &expected);
+        for (arm, variant) in [("control", 0), ("treatment", 1)] {
+            let mean = result["variants"][variant]["mean"].as_f64().unwrap();
+            assert!(
+                close(mean, expected[arm]["mean"].as_f64().unwrap()),
+                "{name} {arm}: {mean} vs {expected}"
+            );
+        }
+    }
+
+    // A variant below `min_units` is named.
+    let small = FIXTURE_EXPERIMENT
+        .replace("name: checkout-copy", "name: small")
+        .replace("min_units: 1", "min_units: 5");
+    create(data, dir.path(), &small);
+    let results = results_json(data, "small");
+    assert_eq!(
+        warning_codes(&results),
+        ["too_few_units", "multiple_variants"]
+    );
+    assert!(
+        results["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`test` has 4 units"),
+        "{results:#}"
+    );
+
+    // The table says the same in words.
+    let table = run_ok(&["experiment", "results", "checkout-copy", "--data", data]);
+    assert!(
+        table.contains("persons served several variants (excluded): 2"),
+        "{table}"
+    );
+    assert!(table.contains("[multiple_variants]"), "{table}");
+}
+
+#[test]
+fn experiments_are_created_over_http_by_analysts_and_refused_when_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (admin, _) = admin_and_capture_keys(data);
+    let viewer = run_ok(&["keys", "create", "--data", data, "--role", "viewer"])
+        .trim()
+        .to_string();
+    let server = Server::start(dir.path());
+    let client = reqwest::blocking::Client::new();
+    let post = |key: &str, body: &str| {
+        client
+            .post(format!("{}/api/v1/experiments", server.url))
+            .bearer_auth(key)
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post(&viewer, FIXTURE_EXPERIMENT).status(), 403);
+    let refused = post(
+        &admin,
+        &FIXTURE_EXPERIMENT.replace("kind: sum", "kind: total"),
+    );
+    assert_eq!(refused.status(), 400);
+    let message = refused.json::<Value>().unwrap()["error"].to_string();
+    assert!(message.contains("total"), "{message}");
+    assert_eq!(post(&admin, FIXTURE_EXPERIMENT).status(), 201);
+
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&viewer)
+            .send()
+            .unwrap()
+    };
+    let definition: Value = get("/api/v1/experiments/checkout-copy").json().unwrap();
+    assert_eq!(definition["variants"], json!(["control", "test"]));
+    assert_eq!(get("/api/v1/experiments/nope/results").status(), 404);
+    // No events yet: every variant is empty, and the answer says so.
+    let results: Value = get("/api/v1/experiments/checkout-copy/results")
+        .json()
+        .unwrap();
+    assert_eq!(results["variants"][0]["units"], 0);
+    let error = run(&["experiment", "results", "nope", "--data", data]);
+    assert!(!error.status.success());
+    assert!(
+        String::from_utf8_lossy(&error.stderr).contains("no experiment named \"nope\""),
+        "{error:?}"
+    );
+}
