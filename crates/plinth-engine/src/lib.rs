@@ -7,6 +7,10 @@
 //! run statements that touch server files or define tables outside the store
 //! (`CREATE EXTERNAL TABLE`, `COPY`, `SET`, DDL and DML).
 //!
+//! Besides the store's tables, a session sees the relations pipelines built:
+//! the newest published version of the warehouse, or, for a build auditing
+//! its own work, the staged version it passes to [`Engine::session`].
+//!
 //! This crate knows nothing of HTTP, users or keys: callers say what a query
 //! may do.
 
@@ -25,6 +29,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use plinth_store::{Store, TableProviderExt};
+use plinth_warehouse::{Version, Warehouse};
 
 /// Limits that bound every query.
 #[derive(Debug, Clone)]
@@ -97,14 +102,18 @@ pub struct Engine {
     limits: Limits,
     /// `events.person_id` resolves through merges (see [`person_overrides`]).
     person_overrides: Arc<person_overrides::OverridesCache>,
+    /// The relations pipelines publish beside the store.
+    warehouse: Warehouse,
 }
 
 impl Engine {
     pub fn new(store: Arc<Store>, limits: Limits) -> Engine {
+        let warehouse = Warehouse::reader(store.root());
         Engine {
             store,
             limits,
             person_overrides: Arc::default(),
+            warehouse,
         }
     }
 
@@ -151,6 +160,50 @@ impl Engine {
         Ok(ctx)
     }
 
+    /// A fresh session (see [`Engine::context`]) that also sees the
+    /// warehouse: `staged` when given (a build reading its own unpublished
+    /// relations), else the newest published version. Relations named like
+    /// a store table are not registered: the store's tables win.
+    pub async fn session(&self, staged: Option<&Version>) -> Result<SessionContext, QueryError> {
+        let ctx = self.context()?;
+        let published;
+        let version = match staged {
+            Some(version) => version,
+            None => {
+                published = self
+                    .warehouse
+                    .latest()
+                    .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
+                &published
+            }
+        };
+        let store_tables: Vec<&str> = self.store.tables().iter().map(|t| t.name()).collect();
+        if version
+            .relations
+            .keys()
+            .any(|name| store_tables.contains(&name.as_str()))
+        {
+            let mut visible = version.clone();
+            visible
+                .relations
+                .retain(|name, _| !store_tables.contains(&name.as_str()));
+            return self.register_warehouse(ctx, &visible).await;
+        }
+        self.register_warehouse(ctx, version).await
+    }
+
+    async fn register_warehouse(
+        &self,
+        ctx: SessionContext,
+        version: &Version,
+    ) -> Result<SessionContext, QueryError> {
+        self.warehouse
+            .register(&ctx, version)
+            .await
+            .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
+        Ok(ctx)
+    }
+
     /// Plans and runs `sql` within the limits.
     pub async fn query(
         &self,
@@ -165,7 +218,7 @@ impl Engine {
     }
 
     async fn run(&self, sql: &str, privileges: Privileges) -> Result<QueryResult, QueryError> {
-        let ctx = self.context()?;
+        let ctx = self.session(None).await?;
         let options = match privileges {
             Privileges::Admin => SQLOptions::new(),
             Privileges::ReadStore => SQLOptions::new()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use plinth_runner::Command as RunnerCommand;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,15 @@ enum Command {
     Compile(ProjectArgs),
     /// List a dbt-compatible project's nodes in run order.
     Ls(ProjectArgs),
+    /// Build seeds, models and snapshots, test them, and publish them together
+    /// only if no error-severity test failed (write-audit-publish).
+    Build(RunArgs),
+    /// Build models only; publishes those that succeeded.
+    Run(RunArgs),
+    /// Run data tests against the published relations.
+    Test(RunArgs),
+    /// Load seeds (CSV files) only; publishes those that succeeded.
+    Seed(RunArgs),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
 }
@@ -120,6 +130,21 @@ pub struct ProjectArgs {
     /// Treat incremental models as if built from scratch.
     #[arg(long)]
     pub full_refresh: bool,
+}
+
+/// A project run over a data directory (`build`, `run`, `test`, `seed`).
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Nodes built at once (dbt's --threads); each query uses every core.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub threads: usize,
+    /// Store every test's failing rows as dbt_test__audit.<test>.
+    #[arg(long)]
+    pub store_failures: bool,
 }
 
 /// The data directory, shared by every command.
@@ -347,6 +372,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats => crate::stats::run(),
         Command::Compile(args) => crate::pipelines::compile_command(args),
         Command::Ls(args) => crate::pipelines::ls_command(args),
+        Command::Build(args) => crate::pipelines::run_command(RunnerCommand::Build, args),
+        Command::Run(args) => crate::pipelines::run_command(RunnerCommand::Run, args),
+        Command::Test(args) => crate::pipelines::run_command(RunnerCommand::Test, args),
+        Command::Seed(args) => crate::pipelines::run_command(RunnerCommand::Seed, args),
         Command::Anomalies(args) => crate::anomalies::run(args),
     }
 }

@@ -1,0 +1,399 @@
+//! The warehouse: the relations pipelines build (models, seeds, snapshots,
+//! stored test failures), kept beside the event store and published as one
+//! versioned whole.
+//!
+//! ```text
+//! plinth-data/warehouse/
+//!   _log/000…0007.json            version 7: every relation, by name
+//!   orders/part-<uuidv7>.parquet  a table's files
+//! ```
+//!
+//! A [`Version`] maps each relation name to a [`Relation`]: a table (its
+//! Parquet files) or a view (its SQL). A build writes new files first
+//! ([`Warehouse::write_table`]); they are *staged*: on disk, but named by no
+//! published version, so no reader sees them. [`Warehouse::publish`] then
+//! commits the next version in one put-if-absent log commit (see
+//! `plinth_store::log`), which makes every relation of the build visible at
+//! once, or, if another writer published first, nothing.
+//!
+//! Invariants:
+//! - a reader registers one version whole ([`Warehouse::register`]): it sees
+//!   all of a build or none of it;
+//! - a staged file becomes visible only through a log commit; a writer opening
+//!   the warehouse deletes files that no version or tombstone names (a build
+//!   killed before publishing), so a killed build leaves production as it was;
+//! - files replaced by a version are tombstoned, and deleted by
+//!   [`Warehouse::vacuum`] after a grace period, so queries planned against the
+//!   previous version finish.
+//!
+//! This crate knows nothing of dbt, SQL text beyond a view's definition, or
+//! the engine's limits: it stores relations and shows them to DataFusion.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::ViewTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::SessionContext;
+use plinth_store::log::{self, DataFile, Tombstone, sync_dir};
+use serde::{Deserialize, Serialize};
+
+/// The warehouse folder inside a data directory.
+pub const WAREHOUSE_DIR: &str = "warehouse";
+
+/// One relation of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Relation {
+    /// Rows in Parquet files (paths relative to the warehouse folder). A
+    /// table always has at least one file, so its schema is known even
+    /// when it has no rows.
+    Table { files: Vec<DataFile> },
+    /// A query over other relations, planned when a session registers it.
+    View { sql: String },
+}
+
+impl Relation {
+    pub fn rows(&self) -> Option<u64> {
+        match self {
+            Relation::Table { files } => Some(files.iter().map(|f| f.rows).sum()),
+            Relation::View { .. } => None,
+        }
+    }
+}
+
+/// The state of the warehouse at one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub version: u64,
+    pub operation: String,
+    pub committed_at_micros: i64,
+    /// Relation name (`orders`, or `schema.name` such as
+    /// `dbt_test__audit.unique_orders_id`) to relation.
+    pub relations: BTreeMap<String, Relation>,
+    /// Files that left the version and wait for vacuum.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// The warehouse of one data directory.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    dir: PathBuf,
+    writable: bool,
+}
+
+impl Warehouse {
+    /// The warehouse of `data_dir`, for reading; touches nothing on disk.
+    pub fn reader(data_dir: &Path) -> Warehouse {
+        Warehouse {
+            dir: data_dir.join(WAREHOUSE_DIR),
+            writable: false,
+        }
+    }
+
+    /// The warehouse of `data_dir`, for the one process that writes the data
+    /// directory (it holds the store's writer lock). Removes what a killed
+    /// build left: temporary log files and staged files no version names.
+    pub fn writer(data_dir: &Path) -> Result<Warehouse> {
+        let dir = data_dir.join(WAREHOUSE_DIR);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        log::remove_temporaries(&dir)?;
+        let warehouse = Warehouse {
+            dir,
+            writable: true,
+        };
+        warehouse.remove_unpublished()?;
+        Ok(warehouse)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest published version (version 0, empty, before the first).
+    pub fn latest(&self) -> Result<Version> {
+        log::read_latest_state(&self.dir)
+    }
+
+    /// Writes `batches` as one staged Parquet file of relation `name`
+    /// (with `schema`, also when there are no rows). Nothing reads it until
+    /// a published version names it.
+    pub fn write_table(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<DataFile> {
+        self.check_writable()?;
+        check_name(name)?;
+        let relative = format!("{name}/part-{}.parquet", uuid::Uuid::now_v7());
+        let path = self.dir.join(&relative);
+        let folder = path.parent().expect("a file has a folder");
+        fs::create_dir_all(folder)?;
+        let file =
+            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut writer = ArrowWriter::try_new(
+            file,
+            schema.clone(),
+            Some(plinth_store::parquet_properties()),
+        )?;
+        let mut rows = 0;
+        for batch in batches {
+            rows += batch.num_rows() as u64;
+            writer.write(batch)?;
+        }
+        let file = writer.into_inner()?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        sync_dir(folder)?;
+        Ok(DataFile {
+            path: relative,
+            rows,
+            bytes,
+            partition: None,
+            min_micros: None,
+            max_micros: None,
+        })
+    }
+
+    /// Publishes `relations` as the version after `base`, in one commit.
+    /// Files of `base` that `relations` no longer names are tombstoned. Fails,
+    /// publishing nothing, if another writer published since `base`.
+    pub fn publish(
+        &self,
+        base: &Version,
+        relations: BTreeMap<String, Relation>,
+        operation: &str,
+    ) -> Result<Version> {
+        self.check_writable()?;
+        for name in relations.keys() {
+            check_name(name)?;
+        }
+        let kept: HashSet<&str> = table_files(&relations).collect();
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut tombstones = base.tombstones.clone();
+        tombstones.extend(
+            table_files(&base.relations)
+                .filter(|path| !kept.contains(path))
+                .map(|path| Tombstone {
+                    path: path.to_string(),
+                    removed_at_micros: now,
+                }),
+        );
+        let version = Version {
+            version: base.version + 1,
+            operation: operation.to_string(),
+            committed_at_micros: now,
+            relations,
+            tombstones,
+        };
+        log::commit_state(&self.dir, version.version, &version)
+            .context("publishing the warehouse (did another build publish meanwhile?)")?;
+        Ok(version)
+    }
+
+    /// Deletes files tombstoned more than `grace` ago; returns how many.
+    pub fn vacuum(&self, grace: Duration) -> Result<usize> {
+        self.check_writable()?;
+        let latest = self.latest()?;
+        let cutoff = chrono::Utc::now().timestamp_micros() - grace.as_micros() as i64;
+        let (expired, kept): (Vec<_>, Vec<_>) = latest
+            .tombstones
+            .iter()
+            .cloned()
+            .partition(|t| t.removed_at_micros <= cutoff);
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        // Forget the tombstones first: a crash in between leaves files no
+        // version names, which the next writer removes.
+        let next = Version {
+            version: latest.version + 1,
+            operation: "vacuum".to_string(),
+            committed_at_micros: chrono::Utc::now().timestamp_micros(),
+            tombstones: kept,
+            relations: latest.relations,
+        };
+        log::commit_state(&self.dir, next.version, &next)?;
+        for tombstone in &expired {
+            match fs::remove_file(self.dir.join(&tombstone.path)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        remove_empty_folders(&self.dir)?;
+        Ok(expired.len())
+    }
+
+    /// Makes every relation of `version` queryable in `ctx`: tables as
+    /// Parquet listing tables, views as DataFusion views (planned after the
+    /// relations they read). `schema.name` relations go into that schema of
+    /// the default catalog, created if needed.
+    pub async fn register(&self, ctx: &SessionContext, version: &Version) -> Result<()> {
+        let mut views = Vec::new();
+        for (name, relation) in &version.relations {
+            match relation {
+                Relation::Table { files } => {
+                    let provider = self.table_provider(files)?;
+                    register(ctx, name, provider)?;
+                }
+                Relation::View { sql } => views.push((name, sql)),
+            }
+        }
+        // A view may read another view: plan those whose inputs are there,
+        // until a round adds nothing.
+        while !views.is_empty() {
+            let before = views.len();
+            let mut pending = Vec::new();
+            let mut last_error = None;
+            for (name, sql) in views.drain(..) {
+                match ctx.state().create_logical_plan(sql).await {
+                    Ok(plan) => {
+                        let view = ViewTable::new(plan, Some(sql.clone()));
+                        register(ctx, name, Arc::new(view))?;
+                    }
+                    Err(e) => {
+                        last_error = Some(format!("view {name}: {}", e.find_root()));
+                        pending.push((name, sql));
+                    }
+                }
+            }
+            if pending.len() == before {
+                // Queries that do not read these views still run; those that
+                // do fail naming the view.
+                tracing::warn!("{}", last_error.unwrap_or_default());
+                break;
+            }
+            views = pending;
+        }
+        Ok(())
+    }
+
+    fn table_provider(&self, files: &[DataFile]) -> Result<Arc<dyn TableProvider>> {
+        let first = files.first().context("a table relation without files")?;
+        let schema = parquet_schema(&self.dir.join(&first.path))?;
+        let urls = files
+            .iter()
+            .map(|f| {
+                let path = self.dir.join(&f.path);
+                ListingTableUrl::parse(path.to_string_lossy())
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    fn remove_unpublished(&self) -> Result<()> {
+        let latest = self.latest()?;
+        let known: HashSet<&str> = table_files(&latest.relations)
+            .chain(latest.tombstones.iter().map(|t| t.path.as_str()))
+            .collect();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() || entry.file_name() == log::LOG_DIR {
+                continue;
+            }
+            for file in fs::read_dir(entry.path())? {
+                let file = file?;
+                let relative = format!(
+                    "{}/{}",
+                    entry.file_name().to_string_lossy(),
+                    file.file_name().to_string_lossy()
+                );
+                if !known.contains(relative.as_str()) {
+                    tracing::info!(file = %relative, "removing a staged file no version names");
+                    fs::remove_file(file.path())?;
+                }
+            }
+        }
+        remove_empty_folders(&self.dir)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if !self.writable {
+            bail!("the warehouse {} is open read-only", self.dir.display());
+        }
+        Ok(())
+    }
+}
+
+/// The Arrow schema stored in a Parquet file's footer.
+pub fn parquet_schema(path: &Path) -> Result<SchemaRef> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(ParquetRecordBatchReaderBuilder::try_new(file)?
+        .schema()
+        .clone())
+}
+
+fn table_files(relations: &BTreeMap<String, Relation>) -> impl Iterator<Item = &str> {
+    relations.values().flat_map(|r| match r {
+        Relation::Table { files } => files.iter().map(|f| f.path.as_str()).collect(),
+        Relation::View { .. } => Vec::new(),
+    })
+}
+
+/// A relation name is a folder name too: letters, digits, `_`, and at most
+/// one `.` between a schema and a name.
+fn check_name(name: &str) -> Result<()> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let valid = parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !valid {
+        bail!(
+            "{name:?} is not a valid relation name (letters, digits, _ and one optional schema.)"
+        );
+    }
+    Ok(())
+}
+
+fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
+    let reference = match name.split_once('.') {
+        Some((schema, table)) => {
+            let catalog_name = ctx.state().config_options().catalog.default_catalog.clone();
+            let catalog = ctx
+                .catalog(&catalog_name)
+                .context("the default catalog is missing")?;
+            if catalog.schema(schema).is_none() {
+                catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
+            }
+            TableReference::partial(schema, table)
+        }
+        None => TableReference::bare(name),
+    };
+    ctx.register_table(reference, provider)?;
+    Ok(())
+}
+
+fn remove_empty_folders(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() && entry.file_name() != log::LOG_DIR {
+            // Fails harmlessly when the folder still has files.
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+    Ok(())
+}
