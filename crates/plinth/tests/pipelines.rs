@@ -2,9 +2,11 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-use common::{run, run_ok};
+use common::{count, python, run, run_ok};
+use serde_json::{Value, json};
 
 fn shop() -> PathBuf {
     let root =
@@ -88,4 +90,353 @@ fn a_missing_ref_names_the_file() {
         stderr.contains("broken.sql") && stderr.contains("nowhere"),
         "{stderr}"
     );
+}
+
+/// A copy of the small project of BENCHMARKS.md (3 seeds, 5 models, 20 tests).
+fn small_shop() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_shop");
+    let dir = tempfile::tempdir().unwrap().keep();
+    copy_dir(&root, &dir);
+    dir
+}
+
+fn build(project: &Path, data: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--project",
+        project.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn build_ok(project: &Path, data: &Path, extra: &[&str]) -> String {
+    let output = build(project, data, extra);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "build failed:\n{stderr}");
+    stderr
+}
+
+/// The rows of `sql` as `plinth sql --format json` prints them.
+fn rows(data: &Path, sql: &str) -> Vec<Vec<Value>> {
+    let out = run_ok(&[
+        "sql",
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+        sql,
+    ]);
+    let parsed: Value = serde_json::from_str(&out).unwrap();
+    parsed["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().clone())
+        .collect()
+}
+
+fn append(path: &Path, text: &str) {
+    let mut content = std::fs::read_to_string(path).unwrap();
+    content.push_str(text);
+    std::fs::write(path, content).unwrap();
+}
+
+#[test]
+fn build_publishes_seeds_models_and_tests_that_sql_reads() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    let stderr = build_ok(&project, data.path(), &[]);
+    assert!(stderr.contains("20 pass"), "{stderr}");
+    assert_eq!(count(data.path(), "select count(*) from orders"), 12);
+    assert_eq!(count(data.path(), "select count(*) from stg_payments"), 15);
+    assert_eq!(
+        rows(
+            data.path(),
+            "select lifetime_value, number_of_orders from customers where customer_id = 1"
+        ),
+        vec![vec![json!(61.0), json!(3)]]
+    );
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(project.join("target/run_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["results"].as_array().unwrap().len(), 28);
+    assert!(project.join("target/manifest.json").is_file());
+}
+
+#[test]
+fn a_failing_error_test_leaves_production_unchanged_and_stores_its_rows() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    build_ok(&project, data.path(), &[]);
+    // Order 12 twice, and a new customer: the build stages both, but the
+    // uniqueness test on stg_orders fails, so neither is published.
+    append(
+        &project.join("seeds/raw_orders.csv"),
+        "12,4,2018-01-16,placed\n",
+    );
+    append(
+        &project.join("seeds/raw_customers.csv"),
+        "9,Ann,B.,2018-01-08\n",
+    );
+    let output = build(&project, data.path(), &["--store-failures"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unique_stg_orders_order_id"), "{stderr}");
+    assert!(stderr.contains("production is unchanged"), "{stderr}");
+    assert_eq!(count(data.path(), "select count(*) from raw_orders"), 12);
+    assert_eq!(count(data.path(), "select count(*) from raw_customers"), 8);
+    assert_eq!(count(data.path(), "select count(*) from customers"), 8);
+    assert_eq!(
+        rows(
+            data.path(),
+            "select unique_field, n_records from dbt_test__audit.unique_stg_orders_order_id"
+        ),
+        vec![vec![json!(12), json!(2)]]
+    );
+}
+
+#[test]
+fn a_warning_publishes() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    append(
+        &project.join("dbt_project.yml"),
+        "\ndata_tests:\n  small_shop:\n    +severity: warn\n",
+    );
+    append(
+        &project.join("seeds/raw_orders.csv"),
+        "12,4,2018-01-16,placed\n",
+    );
+    let stderr = build_ok(&project, data.path(), &[]);
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert_eq!(count(data.path(), "select count(*) from raw_orders"), 13);
+}
+
+/// Writes a small project of `files` (path, content) into a new folder.
+fn project_of(files: &[(&str, &str)]) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(
+        dir.join("dbt_project.yml"),
+        "name: inline\nversion: '1.0.0'\nconfig-version: 2\nprofile: inline\n",
+    )
+    .unwrap();
+    for (path, content) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn incremental_merge_keeps_old_rows_until_a_full_refresh() {
+    let model =
+        "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge') }}
+select id, value, updated from {{ ref('src') }}
+{% if is_incremental() %}
+where updated > (select max(updated) from {{ this }})
+{% endif %}
+";
+    let project = project_of(&[
+        ("seeds/src.csv", "id,value,updated\n1,a,1\n2,b,1\n3,c,1\n"),
+        ("models/latest.sql", model),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    let values = || rows(data.path(), "select id, value from latest order by id");
+    build_ok(&project, data.path(), &[]);
+    assert_eq!(values().len(), 3);
+
+    // Row 2 changes, row 4 arrives, row 1 leaves the source.
+    std::fs::write(
+        project.join("seeds/src.csv"),
+        "id,value,updated\n2,b2,2\n3,c,1\n4,d,2\n",
+    )
+    .unwrap();
+    build_ok(&project, data.path(), &[]);
+    assert_eq!(
+        values(),
+        vec![
+            vec![json!(1), json!("a")],
+            vec![json!(2), json!("b2")],
+            vec![json!(3), json!("c")],
+            vec![json!(4), json!("d")],
+        ]
+    );
+    build_ok(&project, data.path(), &["--full-refresh"]);
+    assert_eq!(values().len(), 3);
+    assert_eq!(values()[0], vec![json!(2), json!("b2")]);
+}
+
+#[test]
+fn snapshots_keep_every_version_of_a_row() {
+    let timestamp = "{% snapshot people_history %}
+{{ config(unique_key='id', strategy='timestamp', updated_at='updated_at') }}
+select * from {{ ref('people') }}
+{% endsnapshot %}
+";
+    let check = "{% snapshot people_checked %}
+{{ config(unique_key='id', strategy='check', check_cols=['name']) }}
+select id, name from {{ ref('people') }}
+{% endsnapshot %}
+";
+    let project = project_of(&[
+        (
+            "seeds/people.csv",
+            "id,name,updated_at\n1,Ann,2024-01-01T10:00:00\n2,Bob,2024-01-01T10:00:00\n",
+        ),
+        ("snapshots/history.sql", timestamp),
+        ("snapshots/checked.sql", check),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    build_ok(&project, data.path(), &[]);
+    assert_eq!(
+        count(
+            data.path(),
+            "select count(*) from people_history where dbt_valid_to is null"
+        ),
+        2
+    );
+    std::fs::write(
+        project.join("seeds/people.csv"),
+        "id,name,updated_at\n1,Anna,2024-02-01T10:00:00\n2,Bob,2024-01-01T10:00:00\n",
+    )
+    .unwrap();
+    build_ok(&project, data.path(), &[]);
+    for snapshot in ["people_history", "people_checked"] {
+        let versions = rows(
+            data.path(),
+            &format!(
+                "select name, dbt_valid_to is null from {snapshot} where id = 1 order by dbt_valid_from"
+            ),
+        );
+        assert_eq!(
+            versions,
+            vec![
+                vec![json!("Ann"), json!(false)],
+                vec![json!("Anna"), json!(true)]
+            ],
+            "{snapshot}"
+        );
+        assert_eq!(
+            count(data.path(), &format!("select count(*) from {snapshot}")),
+            3
+        );
+    }
+    assert_eq!(
+        rows(
+            data.path(),
+            "select cast(dbt_valid_to as varchar) from people_history where name = 'Ann'"
+        ),
+        vec![vec![json!("2024-02-01T10:00:00")]]
+    );
+}
+
+/// Every model and seed of the small project, built by dbt-duckdb and by
+/// Plinth, holds the same rows (numbers compared to 1e-9).
+#[test]
+fn dbt_duckdb_and_plinth_build_the_same_rows() {
+    let dbt_project = small_shop();
+    let script = "import sys\nfrom dbt.cli.main import dbtRunner\n\
+        r = dbtRunner().invoke(['build', '--profiles-dir', '.', '--project-dir', '.'])\n\
+        sys.exit(0 if r.success else 1)";
+    let output = Command::new(python())
+        .args(["-c", script])
+        .current_dir(&dbt_project)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "dbt build failed (run the tests through .ci/run, which installs dbt-duckdb): {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    build_ok(&project, data.path(), &[]);
+
+    let relations = [
+        "raw_customers",
+        "raw_orders",
+        "raw_payments",
+        "stg_customers",
+        "stg_orders",
+        "stg_payments",
+        "orders",
+        "customers",
+    ];
+    let dump = format!(
+        "import duckdb, json, decimal\n\
+         con = duckdb.connect('small_shop.duckdb', read_only=True)\n\
+         out = {{}}\n\
+         for t in {relations:?}:\n\
+         \x20   cur = con.execute(f'select * from main.{{t}}')\n\
+         \x20   out[t] = {{'columns': [d[0] for d in cur.description], 'rows': [[float(v) if isinstance(v, decimal.Decimal) else v for v in row] for row in cur.fetchall()]}}\n\
+         print(json.dumps(out, default=str))"
+    );
+    let output = Command::new(python())
+        .args(["-c", &dump])
+        .current_dir(&dbt_project)
+        .output()
+        .expect("run python");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dbt: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for relation in relations {
+        let ours: Value = serde_json::from_str(&run_ok(&[
+            "sql",
+            "--data",
+            data.path().to_str().unwrap(),
+            "--format",
+            "json",
+            &format!("select * from {relation}"),
+        ]))
+        .unwrap();
+        let our_columns: Vec<&str> = ours["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        let their_columns: Vec<&str> = dbt[relation]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(our_columns, their_columns, "{relation}");
+        let canonical = |rows: &Value| -> Vec<Vec<String>> {
+            let mut rows: Vec<Vec<String>> = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| match v {
+                            Value::Number(n) => format!("{:.9}", n.as_f64().unwrap()),
+                            Value::String(s) => s.clone(),
+                            Value::Null => "NULL".to_string(),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        let (ours, theirs) = (canonical(&ours["rows"]), canonical(&dbt[relation]["rows"]));
+        assert!(!ours.is_empty(), "{relation} is empty");
+        assert_eq!(
+            ours, theirs,
+            "{relation}: Plinth's rows differ from dbt-duckdb's"
+        );
+    }
 }
