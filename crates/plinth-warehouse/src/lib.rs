@@ -397,3 +397,121 @@ fn remove_empty_folders(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(values: &[i64]) -> (SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(values.to_vec()))],
+        )
+        .unwrap();
+        (schema, batch)
+    }
+
+    async fn count(warehouse: &Warehouse, version: &Version, sql: &str) -> usize {
+        let ctx = SessionContext::new();
+        warehouse.register(&ctx, version).await.unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[tokio::test]
+    async fn a_published_version_shows_tables_and_views_together() {
+        let data = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::writer(data.path()).unwrap();
+        let (schema, rows) = batch(&[1, 2, 3]);
+        let file = warehouse.write_table("numbers", &schema, &[rows]).unwrap();
+        let mut relations = BTreeMap::new();
+        relations.insert("numbers".to_string(), Relation::Table { files: vec![file] });
+        relations.insert(
+            "big".to_string(),
+            Relation::View {
+                sql: "select n from small where n > 1".to_string(),
+            },
+        );
+        relations.insert(
+            "small".to_string(),
+            Relation::View {
+                sql: "select n from numbers".to_string(),
+            },
+        );
+        let base = warehouse.latest().unwrap();
+        assert_eq!(base.version, 0);
+        let published = warehouse.publish(&base, relations, "build").unwrap();
+        let reader = Warehouse::reader(data.path());
+        let latest = reader.latest().unwrap();
+        assert_eq!(latest, published);
+        assert_eq!(count(&reader, &latest, "select * from big").await, 2);
+        // A second publish from the same base loses: nothing changes.
+        let err = warehouse
+            .publish(&base, BTreeMap::new(), "build")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("another"), "{err:#}");
+        assert_eq!(reader.latest().unwrap().version, 1);
+    }
+
+    #[tokio::test]
+    async fn a_build_killed_before_publishing_leaves_nothing_behind() {
+        let data = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::writer(data.path()).unwrap();
+        let (schema, rows) = batch(&[1]);
+        let kept = warehouse
+            .write_table("t", &schema, std::slice::from_ref(&rows))
+            .unwrap();
+        let mut relations = BTreeMap::new();
+        relations.insert(
+            "t".to_string(),
+            Relation::Table {
+                files: vec![kept.clone()],
+            },
+        );
+        let published = warehouse
+            .publish(&warehouse.latest().unwrap(), relations, "build")
+            .unwrap();
+        // Staged, never published: the process "dies" here.
+        let staged = warehouse.write_table("t", &schema, &[rows]).unwrap();
+        drop(warehouse);
+        let reopened = Warehouse::writer(data.path()).unwrap();
+        assert!(!reopened.dir().join(&staged.path).exists());
+        assert!(reopened.dir().join(&kept.path).exists());
+        assert_eq!(reopened.latest().unwrap(), published);
+        assert_eq!(count(&reopened, &published, "select * from t").await, 1);
+    }
+
+    #[test]
+    fn replaced_files_are_deleted_only_after_the_grace_period() {
+        let data = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::writer(data.path()).unwrap();
+        let (schema, rows) = batch(&[1]);
+        let old = warehouse
+            .write_table("t", &schema, std::slice::from_ref(&rows))
+            .unwrap();
+        let table = |file: DataFile| {
+            BTreeMap::from([("t".to_string(), Relation::Table { files: vec![file] })])
+        };
+        let v1 = warehouse
+            .publish(&warehouse.latest().unwrap(), table(old.clone()), "build")
+            .unwrap();
+        let new = warehouse.write_table("t", &schema, &[rows]).unwrap();
+        warehouse.publish(&v1, table(new), "build").unwrap();
+        assert_eq!(warehouse.vacuum(Duration::from_secs(3600)).unwrap(), 0);
+        assert!(warehouse.dir().join(&old.path).exists());
+        assert_eq!(warehouse.vacuum(Duration::ZERO).unwrap(), 1);
+        assert!(!warehouse.dir().join(&old.path).exists());
+    }
+
+    #[test]
+    fn relation_names_are_folder_names() {
+        assert!(check_name("orders").is_ok());
+        assert!(check_name("dbt_test__audit.unique_orders_id").is_ok());
+        assert!(check_name("../etc").is_err());
+        assert!(check_name("a.b.c").is_err());
+        assert!(check_name("").is_err());
+    }
+}
