@@ -21,7 +21,9 @@
 //! This crate owns no storage format and no SQL dialect: relations are the
 //! warehouse's, SQL is DataFusion's, projects are `plinth-pipelines`'.
 
+pub mod lineage;
 mod materialize;
+mod project_run;
 mod schedule;
 mod snapshot;
 
@@ -40,6 +42,7 @@ use plinth_pipelines::{
 use plinth_warehouse::{Relation, Version, Warehouse};
 use serde_json::{Value, json};
 
+pub use project_run::{ProjectRun, VACUUM_GRACE, load_project, run_project};
 pub use schedule::Command;
 
 /// The schema that holds the failing rows of tests with `store_failures`.

@@ -56,6 +56,8 @@ enum Command {
     Test(RunArgs),
     /// Load seeds (CSV files) only; publishes those that succeeded.
     Seed(RunArgs),
+    /// The columns a model column is computed from, and those computed from it.
+    Lineage(LineageArgs),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
 }
@@ -145,6 +147,17 @@ pub struct RunArgs {
     /// Store every test's failing rows as dbt_test__audit.<test>.
     #[arg(long)]
     pub store_failures: bool,
+}
+
+#[derive(Args)]
+pub struct LineageArgs {
+    /// A model column, e.g. orders.amount.
+    #[arg(value_name = "MODEL.COLUMN")]
+    pub column: String,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub data: DataArg,
 }
 
 /// The data directory, shared by every command.
@@ -376,6 +389,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => crate::pipelines::run_command(RunnerCommand::Run, args),
         Command::Test(args) => crate::pipelines::run_command(RunnerCommand::Test, args),
         Command::Seed(args) => crate::pipelines::run_command(RunnerCommand::Seed, args),
+        Command::Lineage(args) => crate::pipelines::lineage_command(args),
         Command::Anomalies(args) => crate::anomalies::run(args),
     }
 }

@@ -14,26 +14,15 @@ use plinth_pipelines::{
     CompileContext, LoadOptions, Project, RunResult, RunStatus, compile, parse_cli_vars, select,
     write_manifest,
 };
-use plinth_runner::{Command, Progress, RunRequest};
+use plinth_runner::lineage::ColumnRef;
+use plinth_runner::{Command, Progress, ProjectRun, load_project, run_project};
 use plinth_store::{Mode, Store};
-use plinth_warehouse::{Relation, Warehouse};
-use serde_json::json;
+use plinth_warehouse::Warehouse;
 
-use crate::cli::{ProjectArgs, RunArgs};
+use crate::cli::{LineageArgs, ProjectArgs, RunArgs};
 
-/// How long replaced warehouse files stay for queries that still read them.
-const VACUUM_GRACE: Duration = Duration::from_secs(300);
-
+/// Loads and compiles without a data directory: nothing counts as built.
 fn load(args: &ProjectArgs) -> Result<(Project, plinth_pipelines::CompiledProject)> {
-    load_with(args, HashSet::new())
-}
-
-/// Loads and compiles; `existing_relations` are the tables already built,
-/// which decide `is_incremental()`.
-fn load_with(
-    args: &ProjectArgs,
-    existing_relations: HashSet<String>,
-) -> Result<(Project, plinth_pipelines::CompiledProject)> {
     let mut options = LoadOptions::default();
     if let Some(vars) = &args.vars {
         options.vars = parse_cli_vars(vars)?;
@@ -43,7 +32,7 @@ fn load_with(
         eprintln!("warning: {warning}");
     }
     let context = CompileContext {
-        existing_relations,
+        existing_relations: HashSet::new(),
         full_refresh: args.full_refresh,
         ..Default::default()
     };
@@ -98,32 +87,16 @@ pub fn run_command(command: Command, args: RunArgs) -> Result<()> {
         &format!("plinth {}", command.as_str()),
     )?);
     let warehouse = Warehouse::writer(&args.data.dir)?;
-    let existing: HashSet<String> = warehouse
-        .latest()?
-        .relations
-        .into_iter()
-        .filter(|(_, r)| matches!(r, Relation::Table { .. }))
-        .map(|(name, _)| name)
-        .collect();
-    let (project, compiled) = load_with(&args.project, existing)?;
-    let selected = select(&compiled, &args.project.select, &args.project.exclude)?;
-    let target = project.root.join(&project.target_path);
-    write_manifest(&compiled, &target)?;
     let engine = Engine::new(store, plinth_engine::Limits::default());
-    let request = RunRequest {
+    let run = ProjectRun {
         command,
-        compiled: &compiled,
-        project_root: project.root.clone(),
-        selected,
+        project_dir: args.project.project.clone(),
+        vars: args.project.vars.clone(),
+        select: args.project.select.clone(),
+        exclude: args.project.exclude.clone(),
+        full_refresh: args.project.full_refresh,
         threads: args.threads,
         store_failures: args.store_failures,
-        args: json!({
-            "which": command.as_str(),
-            "select": args.project.select,
-            "exclude": args.project.exclude,
-            "full_refresh": args.project.full_refresh,
-            "vars": args.project.vars,
-        }),
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
@@ -150,13 +123,12 @@ pub fn run_command(command: Command, args: RunArgs) -> Result<()> {
         bar.set_message(format!("running {}", running.join(", ")));
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let outcome = runtime.block_on(plinth_runner::execute(
-        &engine, &warehouse, &request, &report,
-    ));
+    let outcome = runtime.block_on(run_project(&engine, &warehouse, &run, &report));
     bar.finish_and_clear();
-    let outcome = outcome?;
-    outcome.results.write(&target)?;
-    warehouse.vacuum(VACUUM_GRACE)?;
+    let (outcome, warnings) = outcome?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
 
     let count = |status: RunStatus| {
         outcome
@@ -204,6 +176,51 @@ pub fn run_command(command: Command, args: RunArgs) -> Result<()> {
             failures.join(", ")
         );
     }
+    Ok(())
+}
+
+/// `plinth lineage MODEL.COLUMN`: the columns it is computed from and the
+/// columns computed from it, through every model, from DataFusion plans of
+/// the project's SQL over the published warehouse.
+pub fn lineage_command(args: LineageArgs) -> Result<()> {
+    let Some((relation, column)) = args.column.rsplit_once('.') else {
+        bail!("give a column as MODEL.COLUMN, e.g. orders.amount");
+    };
+    let target = ColumnRef {
+        relation: relation.to_string(),
+        column: column.to_string(),
+    };
+    let store = Arc::new(Store::open(&args.data.dir, Mode::Reader, "plinth lineage")?);
+    let warehouse = Warehouse::reader(&args.data.dir);
+    let (_, compiled) = load_project(
+        &args.project.project,
+        args.project.vars.as_deref(),
+        false,
+        &warehouse,
+    )?;
+    let engine = Engine::new(store, plinth_engine::Limits::default());
+    let runtime = tokio::runtime::Runtime::new()?;
+    let graph = runtime.block_on(plinth_runner::lineage::lineage(&engine, &compiled))?;
+    for (model, why) in &graph.unplanned {
+        eprintln!("warning: no lineage for {model}: {why}");
+    }
+    if !graph.knows(&target) {
+        bail!("{target} is not a column of a built model or of anything a model reads");
+    }
+    let print = |title: &str, columns: Vec<(usize, ColumnRef)>| {
+        println!("{title}:");
+        if columns.is_empty() {
+            println!("  (none)");
+        }
+        for (depth, column) in columns {
+            println!("{}{column}", "  ".repeat(depth));
+        }
+    };
+    print(&format!("upstream of {target}"), graph.ancestors(&target));
+    print(
+        &format!("downstream of {target}"),
+        graph.descendants(&target),
+    );
     Ok(())
 }
 

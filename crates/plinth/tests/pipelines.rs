@@ -440,3 +440,44 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
         );
     }
 }
+
+#[test]
+fn lineage_follows_columns_through_views_and_tables() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    build_ok(&project, data.path(), &[]);
+    let out = run_ok(&[
+        "lineage",
+        "orders.credit_card_amount",
+        "--project",
+        project.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    let (upstream, downstream) = out.split_once("downstream").unwrap();
+    for column in [
+        "  stg_payments.amount",
+        "  stg_payments.payment_method",
+        "    raw_payments.amount",
+        "    raw_payments.payment_method",
+    ] {
+        assert!(upstream.contains(column), "{column} not in:\n{out}");
+    }
+    assert!(!upstream.contains("raw_orders"), "{out}");
+    assert!(downstream.contains("(none)"), "{out}");
+    let out = run_ok(&[
+        "lineage",
+        "raw_orders.order_date",
+        "--project",
+        project.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    for column in [
+        "stg_orders.order_date",
+        "orders.order_date",
+        "customers.first_order",
+    ] {
+        assert!(out.contains(column), "{column} not in:\n{out}");
+    }
+}
