@@ -21,6 +21,7 @@
 //! This crate owns no storage format and no SQL dialect: relations are the
 //! warehouse's, SQL is DataFusion's, projects are `plinth-pipelines`'.
 
+pub mod catalog;
 pub mod lineage;
 mod materialize;
 mod project_run;

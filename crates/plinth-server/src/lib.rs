@@ -11,11 +11,13 @@
 //! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 408 time limit,
 //! 413 body too large, 422 memory limit, 500 ours.
 //!
-//! Capture endpoints (PostHog, Segment) are in [`capture`].
+//! Capture endpoints (PostHog, Segment) are in [`capture`]; pipeline runs,
+//! the catalog and lineage in [`pipelines`].
 //!
 //! This crate wires the engine and the catalog to HTTP; it owns no data.
 
 pub mod capture;
+pub mod pipelines;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The durable capture pipeline; `None` answers capture with 503.
     pub capture: Option<Arc<capture::CaptureService>>,
+    /// The pipeline project served; `None` answers its routes with 404.
+    pub pipelines: Option<Arc<pipelines::PipelineService>>,
 }
 
 /// The API routes.
@@ -52,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             post(query).layer(DefaultBodyLimit::max(MAX_QUERY_BODY)),
         )
         .merge(capture::routes())
+        .merge(pipelines::routes())
         .with_state(state)
 }
 

@@ -58,6 +58,9 @@ enum Command {
     Seed(RunArgs),
     /// The columns a model column is computed from, and those computed from it.
     Lineage(LineageArgs),
+    /// Project documentation.
+    #[command(subcommand)]
+    Docs(DocsCommand),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
 }
@@ -149,6 +152,21 @@ pub struct RunArgs {
     pub store_failures: bool,
 }
 
+#[derive(Subcommand)]
+pub enum DocsCommand {
+    /// Write target/manifest.json and target/catalog.json (descriptions,
+    /// owners, tags, columns with their built types, tests).
+    Generate(DocsArgs),
+}
+
+#[derive(Args)]
+pub struct DocsArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
 #[derive(Args)]
 pub struct LineageArgs {
     /// A model column, e.g. orders.amount.
@@ -205,6 +223,13 @@ pub struct ServeArgs {
     pub data: DataArg,
     #[command(flatten)]
     pub serving: ServingArgs,
+    /// A dbt-compatible project to build on request (POST
+    /// /api/v1/pipelines/run) and to document (GET /api/v1/catalog).
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Build the project this often, e.g. 15m, 1h, 1d; the first build at start.
+    #[arg(long, value_name = "INTERVAL", requires = "project", value_parser = parse_interval)]
+    pub build_every: Option<std::time::Duration>,
 }
 
 /// How a server listens and what it bounds; shared by `serve` and `demo`.
@@ -353,6 +378,29 @@ pub struct MaintainArgs {
     pub vacuum_grace: u64,
 }
 
+/// Intervals such as `90s`, `15m`, `1h`, `1d`.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an interval such as 15m or 1h"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown interval unit {other:?}: use s, m, h or d")),
+    };
+    if number == 0 {
+        return Err("the interval must be longer than zero".to_string());
+    }
+    Ok(std::time::Duration::from_secs(number * seconds))
+}
+
 /// Sizes such as `512MiB`, `2GiB`, `1000000`.
 fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -390,13 +438,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Test(args) => crate::pipelines::run_command(RunnerCommand::Test, args),
         Command::Seed(args) => crate::pipelines::run_command(RunnerCommand::Seed, args),
         Command::Lineage(args) => crate::pipelines::lineage_command(args),
+        Command::Docs(DocsCommand::Generate(args)) => crate::pipelines::docs_generate_command(args),
         Command::Anomalies(args) => crate::anomalies::run(args),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_interval, parse_size};
+
+    #[test]
+    fn intervals_parse_with_units() {
+        assert_eq!(parse_interval("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_interval("1d").unwrap().as_secs(), 86_400);
+        assert!(parse_interval("0h").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

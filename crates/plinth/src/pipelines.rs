@@ -19,7 +19,7 @@ use plinth_runner::{Command, Progress, ProjectRun, load_project, run_project};
 use plinth_store::{Mode, Store};
 use plinth_warehouse::Warehouse;
 
-use crate::cli::{LineageArgs, ProjectArgs, RunArgs};
+use crate::cli::{DocsArgs, LineageArgs, ProjectArgs, RunArgs};
 
 /// Loads and compiles without a data directory: nothing counts as built.
 fn load(args: &ProjectArgs) -> Result<(Project, plinth_pipelines::CompiledProject)> {
@@ -220,6 +220,37 @@ pub fn lineage_command(args: LineageArgs) -> Result<()> {
     print(
         &format!("downstream of {target}"),
         graph.descendants(&target),
+    );
+    Ok(())
+}
+
+/// `plinth docs generate`: `target/manifest.json` and `target/catalog.json`
+/// (the catalog `GET /api/v1/catalog` serves) for the published warehouse.
+pub fn docs_generate_command(args: DocsArgs) -> Result<()> {
+    let warehouse = Warehouse::reader(&args.data.dir);
+    let (project, compiled) = load_project(
+        &args.project.project,
+        args.project.vars.as_deref(),
+        false,
+        &warehouse,
+    )?;
+    let store = Arc::new(Store::open(&args.data.dir, Mode::Reader, "plinth docs")?);
+    let engine = Engine::new(store, plinth_engine::Limits::default());
+    let version = warehouse.latest()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let catalog = runtime.block_on(plinth_runner::catalog::catalog(
+        &engine, &compiled, &version,
+    ))?;
+    let target = project.root.join(&project.target_path);
+    write_manifest(&compiled, &target)?;
+    std::fs::write(
+        target.join("catalog.json"),
+        serde_json::to_vec_pretty(&catalog)?,
+    )?;
+    eprintln!(
+        "wrote {} and {}",
+        target.join("manifest.json").display(),
+        target.join("catalog.json").display()
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `plinth serve`: the HTTP API and the capture endpoints over a data
-//! directory.
+//! directory; with `--project`, the pipeline routes, and with
+//! `--build-every`, scheduled builds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,10 @@ use plinth_catalog::Catalog;
 use plinth_engine::Engine;
 use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
 use plinth_server::capture::{CaptureLimits, CaptureService};
+use plinth_server::pipelines::PipelineService;
 use plinth_server::{AppState, router};
 use plinth_store::{Mode, Store};
+use plinth_warehouse::Warehouse;
 
 use crate::cli::ServeArgs;
 
@@ -34,6 +37,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let catalog = Arc::new(Catalog::open(&args.data.dir)?);
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
         let capture = start_capture(&store, args.serving.capture.limits()).await?;
+        let pipelines = match &args.project {
+            Some(project) => Some(Arc::new(PipelineService::new(
+                engine.clone(),
+                Warehouse::writer(&args.data.dir)?,
+                project.clone(),
+            ))),
+            None => None,
+        };
+        if let (Some(service), Some(every)) = (&pipelines, args.build_every) {
+            tokio::spawn(service.clone().run_every(every));
+        }
         println!(
             "Plinth is serving {} on http://{address}",
             args.data.dir.display()
@@ -42,6 +56,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             engine,
             catalog,
             capture: Some(capture),
+            pipelines,
         };
         serve(listener, store, state).await
     })

@@ -481,3 +481,76 @@ fn lineage_follows_columns_through_views_and_tables() {
         assert!(out.contains(column), "{column} not in:\n{out}");
     }
 }
+
+#[test]
+fn serve_runs_the_project_on_request_and_serves_catalog_lineage_and_history() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    let (admin, _) = common::admin_and_capture_keys(data.path().to_str().unwrap());
+    let server = common::Server::start_with(data.path(), &["--project", project.to_str().unwrap()]);
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| -> Value {
+        let response = client
+            .get(format!("{}{path}", server.url))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().unwrap()
+    };
+
+    let run: Value = client
+        .post(format!("{}/api/v1/pipelines/run", server.url))
+        .bearer_auth(&admin)
+        .json(&json!({"command": "build"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(run["failed"], json!(false), "{run}");
+    assert_eq!(run["results"].as_array().unwrap().len(), 28);
+
+    let answer: Value = client
+        .post(format!("{}/api/v1/query", server.url))
+        .bearer_auth(&admin)
+        .json(&json!({"sql": "select count(*) as n from orders"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["rows"], json!([[12]]), "{answer}");
+
+    let history = get("/api/v1/pipelines/runs");
+    assert_eq!(history["runs"][0]["trigger"], "api");
+
+    let catalog = get("/api/v1/catalog");
+    let orders = catalog["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "orders")
+        .unwrap();
+    assert_eq!(orders["owner"], "data@example.com");
+    assert_eq!(orders["rows"], 12);
+    assert_eq!(orders["tags"], json!(["finance"]));
+    let order_id = orders["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "order_id")
+        .unwrap();
+    assert_eq!(order_id["tests"].as_array().unwrap().len(), 2, "{order_id}");
+
+    let lineage = get("/api/v1/lineage");
+    assert!(
+        lineage["edges"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"from": "orders.amount", "to": "customers.lifetime_value"})),
+        "{lineage}"
+    );
+}
