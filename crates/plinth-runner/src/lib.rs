@@ -81,7 +81,9 @@ pub enum Progress<'a> {
 /// What a run did.
 pub struct Outcome {
     pub results: RunResults,
-    /// The warehouse version this run published, if it published one.
+    /// The warehouse version this run published, if it published one (when
+    /// `failed` after a build, or after `test`, it holds only stored test
+    /// failures).
     pub published: Option<u64>,
     /// True when something errored or an error-severity test failed.
     pub failed: bool,
@@ -275,7 +277,7 @@ async fn run_node<'a>(
                 ResourceType::Model => materialize::model(&work).await,
             };
             outcome.unwrap_or_else(|e| {
-                let mut result = NodeResult::error(format!("{e:#}"));
+                let mut result = NodeResult::error(one_line(&e));
                 if node.node.resource_type == ResourceType::Test {
                     result.status = RunStatus::RuntimeError;
                 }
@@ -284,6 +286,22 @@ async fn run_node<'a>(
         }
     };
     (id, result, started_at, clock.elapsed().as_secs_f64())
+}
+
+/// An error and its causes on one line, each cause once (DataFusion's
+/// messages already include their sources).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn record(

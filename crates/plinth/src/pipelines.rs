@@ -149,6 +149,9 @@ pub fn run_command(command: Command, args: RunArgs) -> Result<()> {
         count(RunStatus::Fail),
         count(RunStatus::Skipped),
         match outcome.published {
+            Some(version) if outcome.failed && command == Command::Build => {
+                format!("published only stored test failures (warehouse version {version})")
+            }
             Some(version) => format!("published warehouse version {version}"),
             None => "nothing published".to_string(),
         }
