@@ -22,6 +22,7 @@
 //! warehouse's, SQL is DataFusion's, projects are `plinth-pipelines`'.
 
 pub mod catalog;
+pub mod freshness;
 pub mod lineage;
 mod materialize;
 mod project_run;

@@ -61,6 +61,9 @@ enum Command {
     /// Project documentation.
     #[command(subcommand)]
     Docs(DocsCommand),
+    /// Source tables.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
 }
@@ -156,11 +159,19 @@ pub struct RunArgs {
 pub enum DocsCommand {
     /// Write target/manifest.json and target/catalog.json (descriptions,
     /// owners, tags, columns with their built types, tests).
-    Generate(DocsArgs),
+    Generate(ProjectDataArgs),
 }
 
+#[derive(Subcommand)]
+pub enum SourceCommand {
+    /// How old each source's newest row is (loaded_at_field), against its
+    /// warn_after and error_after; writes target/sources.json.
+    Freshness(ProjectDataArgs),
+}
+
+/// A project and a data directory.
 #[derive(Args)]
-pub struct DocsArgs {
+pub struct ProjectDataArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
     #[command(flatten)]
@@ -439,6 +450,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Seed(args) => crate::pipelines::run_command(RunnerCommand::Seed, args),
         Command::Lineage(args) => crate::pipelines::lineage_command(args),
         Command::Docs(DocsCommand::Generate(args)) => crate::pipelines::docs_generate_command(args),
+        Command::Source(SourceCommand::Freshness(args)) => {
+            crate::pipelines::source_freshness_command(args)
+        }
         Command::Anomalies(args) => crate::anomalies::run(args),
     }
 }

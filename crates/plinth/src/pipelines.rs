@@ -19,7 +19,7 @@ use plinth_runner::{Command, Progress, ProjectRun, load_project, run_project};
 use plinth_store::{Mode, Store};
 use plinth_warehouse::Warehouse;
 
-use crate::cli::{DocsArgs, LineageArgs, ProjectArgs, RunArgs};
+use crate::cli::{LineageArgs, ProjectArgs, ProjectDataArgs, RunArgs};
 
 /// Loads and compiles without a data directory: nothing counts as built.
 fn load(args: &ProjectArgs) -> Result<(Project, plinth_pipelines::CompiledProject)> {
@@ -229,7 +229,7 @@ pub fn lineage_command(args: LineageArgs) -> Result<()> {
 
 /// `plinth docs generate`: `target/manifest.json` and `target/catalog.json`
 /// (the catalog `GET /api/v1/catalog` serves) for the published warehouse.
-pub fn docs_generate_command(args: DocsArgs) -> Result<()> {
+pub fn docs_generate_command(args: ProjectDataArgs) -> Result<()> {
     let warehouse = Warehouse::reader(&args.data.dir);
     let (project, compiled) = load_project(
         &args.project.project,
@@ -255,6 +255,50 @@ pub fn docs_generate_command(args: DocsArgs) -> Result<()> {
         target.join("manifest.json").display(),
         target.join("catalog.json").display()
     );
+    Ok(())
+}
+
+/// `plinth source freshness`: one line per source table with a freshness
+/// rule, and `target/sources.json`; fails when one is past `error_after`.
+pub fn source_freshness_command(args: ProjectDataArgs) -> Result<()> {
+    let warehouse = Warehouse::reader(&args.data.dir);
+    let (project, compiled) = load_project(
+        &args.project.project,
+        args.project.vars.as_deref(),
+        false,
+        &warehouse,
+    )?;
+    let store = Arc::new(Store::open(&args.data.dir, Mode::Reader, "plinth source")?);
+    let engine = Engine::new(store, plinth_engine::Limits::default());
+    let runtime = tokio::runtime::Runtime::new()?;
+    let results = runtime.block_on(plinth_runner::freshness::source_freshness(
+        &engine, &compiled,
+    ))?;
+    for result in &results {
+        println!(
+            "{:<5} {} ({})",
+            result.status.to_uppercase(),
+            result.unique_id,
+            result.message
+        );
+    }
+    let target = project.root.join(&project.target_path);
+    std::fs::create_dir_all(&target)?;
+    std::fs::write(
+        target.join("sources.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "metadata": {"generated_at": plinth_pipelines::utc_timestamp_now()},
+            "results": results,
+        }))?,
+    )?;
+    let stale: Vec<&str> = results
+        .iter()
+        .filter(|r| r.status == "error" || r.status == "runtime error")
+        .map(|r| r.unique_id.as_str())
+        .collect();
+    if !stale.is_empty() {
+        bail!("sources past error_after: {}", stale.join(", "));
+    }
     Ok(())
 }
 

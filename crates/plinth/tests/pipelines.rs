@@ -554,3 +554,55 @@ fn serve_runs_the_project_on_request_and_serves_catalog_lineage_and_history() {
         "{lineage}"
     );
 }
+
+#[test]
+fn source_freshness_compares_the_newest_row_with_its_thresholds() {
+    let data = tempfile::tempdir().unwrap();
+    let three_hours_ago = chrono::Utc::now() - chrono::Duration::hours(3);
+    let events = data.path().join("events.ndjson");
+    std::fs::write(
+        &events,
+        format!(
+            "{}\n",
+            json!({"event": "signed up", "distinct_id": "u1", "timestamp": three_hours_ago.to_rfc3339()})
+        ),
+    )
+    .unwrap();
+    run_ok(&[
+        "import",
+        "--data",
+        data.path().to_str().unwrap(),
+        events.to_str().unwrap(),
+    ]);
+    let sources = |error_after: &str| {
+        format!(
+            "version: 2\nsources:\n  - name: plinth\n    loaded_at_field: timestamp\n    freshness:\n      warn_after: {{count: 1, period: hour}}\n      error_after: {error_after}\n    tables:\n      - name: events\n"
+        )
+    };
+    let freshness = |project: &Path| {
+        run(&[
+            "source",
+            "freshness",
+            "--project",
+            project.to_str().unwrap(),
+            "--data",
+            data.path().to_str().unwrap(),
+        ])
+    };
+    let lenient = project_of(&[("models/sources.yml", &sources("{count: 1, period: day}"))]);
+    let output = freshness(&lenient);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("WARN  source.inline.plinth.events"),
+        "{stdout}"
+    );
+    assert!(lenient.join("target/sources.json").is_file());
+
+    let strict = project_of(&[("models/sources.yml", &sources("{count: 2, period: hour}"))]);
+    let output = freshness(&strict);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("ERROR source.inline.plinth.events")
+    );
+}
