@@ -51,4 +51,5 @@ pub use project::{
     FreshnessThreshold, LoadOptions, MacroInfo, Node, NodeId, Project, ResourceType, SourceTable,
     Target, TestMetadata, UnitTest, UnitTestExpect, UnitTestInput, parse_cli_vars,
 };
+pub use render::ephemeral_cte_name;
 pub use select::select;

@@ -558,6 +558,7 @@ fn add_node_functions(env: &mut Environment<'static>, scope: Arc<NodeScope>) {
 }
 
 /// The CTE name an ephemeral model is inlined under (dbt's spelling).
-pub(crate) fn ephemeral_cte_name(model_name: &str) -> String {
+/// The name an ephemeral model's `ref` renders as: its CTE's name.
+pub fn ephemeral_cte_name(model_name: &str) -> String {
     format!("__dbt__cte__{model_name}")
 }

@@ -18,6 +18,10 @@
 //!   keeps what succeeded; a failure skips the nodes downstream of it.
 //! - `test` (tests, against production): only stored failures.
 //!
+//! `build` and `test` also run the unit tests of the selected models, once
+//! the model's inputs are built and before the model; a model whose unit
+//! test fails is not built (nor anything downstream).
+//!
 //! This crate owns no storage format and no SQL dialect: relations are the
 //! warehouse's, SQL is DataFusion's, projects are `plinth-pipelines`'.
 
@@ -28,6 +32,7 @@ mod materialize;
 mod project_run;
 mod schedule;
 mod snapshot;
+mod unit_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -38,7 +43,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use plinth_engine::Engine;
 use plinth_pipelines::{
-    CompiledProject, NodeId, ResourceType, RunResult, RunResults, RunStatus, TimingInfo,
+    CompiledProject, NodeId, ResourceType, RunResult, RunResults, RunStatus, TimingInfo, UnitTest,
     utc_timestamp_now,
 };
 use plinth_warehouse::{Relation, Version, Warehouse};
@@ -54,6 +59,10 @@ pub const AUDIT_SCHEMA: &str = "dbt_test__audit";
 pub struct RunRequest<'a> {
     pub command: Command,
     pub compiled: &'a CompiledProject,
+    /// The same project compiled as if nothing were built yet
+    /// (`is_incremental()` false) and with ephemeral models left as
+    /// relations to fake, for unit tests; `compiled` when `None`.
+    pub unbuilt: Option<&'a CompiledProject>,
     /// The project folder (seeds are read from it).
     pub project_root: PathBuf,
     /// Nodes chosen by `--select` / `--exclude`.
@@ -253,6 +262,10 @@ async fn run_node<'a>(
 ) -> (&'a NodeId, NodeResult, String, f64) {
     let started_at = utc_timestamp_now();
     let clock = Instant::now();
+    if let Some(unit) = request.compiled.unit_tests.get(id) {
+        let result = run_unit_test(engine, request, unit, &staged).await;
+        return (id, result, started_at, clock.elapsed().as_secs_f64());
+    }
     let node = &request.compiled.nodes[id];
     let result = match engine.session(Some(&staged)).await {
         Err(e) => NodeResult::error(e.to_string()),
@@ -289,6 +302,67 @@ async fn run_node<'a>(
     (id, result, started_at, clock.elapsed().as_secs_f64())
 }
 
+async fn run_unit_test(
+    engine: &Engine,
+    request: &RunRequest<'_>,
+    unit: &UnitTest,
+    staged: &Version,
+) -> NodeResult {
+    let incremental = unit
+        .overrides
+        .as_ref()
+        .and_then(|o| o.pointer("/macros/is_incremental"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (compiled, ephemerals_replaceable) = match request.unbuilt {
+        Some(unbuilt) if !incremental => (unbuilt, true),
+        _ => (request.compiled, false),
+    };
+    let Some(model) = compiled.nodes.get(&unit.model) else {
+        return NodeResult::error(format!(
+            "{} tests {}, which is not enabled",
+            unit.unique_id, unit.model
+        ));
+    };
+    let outcome = match engine.session(Some(staged)).await {
+        Ok(ctx) => {
+            unit_tests::unit_test(
+                &ctx,
+                request.compiled,
+                unit,
+                &model.compiled_sql,
+                ephemerals_replaceable,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    outcome.unwrap_or_else(|e| NodeResult {
+        status: RunStatus::RuntimeError,
+        ..NodeResult::error(one_line(&e))
+    })
+}
+
+fn unit_record(unit: &UnitTest, result: NodeResult, started_at: String, seconds: f64) -> RunResult {
+    RunResult {
+        unique_id: unit.unique_id.clone(),
+        status: result.status,
+        timing: vec![TimingInfo {
+            name: "execute".to_string(),
+            started_at,
+            completed_at: utc_timestamp_now(),
+        }],
+        thread_id: "Thread-1".to_string(),
+        execution_time: seconds,
+        message: Some(result.message),
+        failures: result.failures,
+        adapter_response: json!({}),
+        compiled: true,
+        compiled_code: None,
+        relation_name: None,
+    }
+}
+
 /// An error and its causes on one line, each cause once (DataFusion's
 /// messages already include their sources).
 fn one_line(error: &anyhow::Error) -> String {
@@ -312,6 +386,9 @@ fn record(
     started_at: String,
     seconds: f64,
 ) -> RunResult {
+    if let Some(unit) = request.compiled.unit_tests.get(id) {
+        return unit_record(unit, result, started_at, seconds);
+    }
     let node = &request.compiled.nodes[id];
     RunResult {
         unique_id: id.clone(),

@@ -79,11 +79,23 @@ pub async fn run_project(
         warehouse,
     )?;
     let selected = select(&compiled, &run.select, &run.exclude)?;
+    let unbuilt = if compiled.unit_tests.is_empty() {
+        None
+    } else {
+        let context = CompileContext {
+            run_started_at: compiled.run_started_at.clone(),
+            invocation_id: compiled.invocation_id.clone(),
+            ephemerals_as_relations: true,
+            ..Default::default()
+        };
+        Some(compile(&project, &context)?)
+    };
     let target = project.root.join(&project.target_path);
     write_manifest(&compiled, &target)?;
     let request = RunRequest {
         command: run.command,
         compiled: &compiled,
+        unbuilt: unbuilt.as_ref(),
         project_root: project.root.clone(),
         selected,
         threads: run.threads,

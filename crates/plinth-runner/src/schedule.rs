@@ -37,7 +37,7 @@ impl Command {
     }
 }
 
-/// The nodes to run, in dependency order, and the run nodes each waits for.
+/// The nodes (and unit tests) to run, and what each waits for.
 pub(crate) struct Plan {
     pub nodes: Vec<NodeId>,
     pub deps: BTreeMap<NodeId, Vec<NodeId>>,
@@ -89,7 +89,7 @@ impl Plan {
             .iter()
             .filter(|id| compiled.nodes[*id].node.resource_type == ResourceType::Test)
             .collect();
-        let mut deps = BTreeMap::new();
+        let mut deps: BTreeMap<NodeId, Vec<NodeId>> = BTreeMap::new();
         for id in &nodes {
             let mut wait: BTreeSet<&NodeId> = built_parents[id]
                 .iter()
@@ -109,6 +109,24 @@ impl Plan {
                 }
             }
             deps.insert(id.clone(), wait.into_iter().cloned().collect());
+        }
+        // Unit tests run once their model's inputs are built, and before it.
+        let mut nodes = nodes;
+        if matches!(command, Command::Build | Command::Test) {
+            for unit in compiled.unit_tests.values() {
+                if !selected.contains(&unit.model) {
+                    continue;
+                }
+                let inputs = match deps.get(&unit.model) {
+                    Some(model_deps) => model_deps.clone(),
+                    None => Vec::new(),
+                };
+                if let Some(model_deps) = deps.get_mut(&unit.model) {
+                    model_deps.push(unit.unique_id.clone());
+                }
+                deps.insert(unit.unique_id.clone(), inputs);
+                nodes.push(unit.unique_id.clone());
+            }
         }
         Plan { nodes, deps }
     }

@@ -606,3 +606,98 @@ fn source_freshness_compares_the_newest_row_with_its_thresholds() {
         String::from_utf8_lossy(&output.stdout).starts_with("ERROR source.inline.plinth.events")
     );
 }
+
+#[test]
+fn unit_tests_run_a_model_over_fixture_rows_before_it_is_built() {
+    let unit_tests = |expected: &str| {
+        format!(
+            "version: 2
+unit_tests:
+  - name: doubles_amounts
+    model: doubled
+    given:
+      - input: ref('src')
+        rows:
+          - {{id: 1, amount: 5}}
+          - {{id: 2}}
+    expect:
+      rows:
+        - {{id: 1, doubled: {expected}}}
+        - {{id: 2, doubled: null}}
+  - name: doubles_from_csv
+    model: doubled
+    given:
+      - input: ref('src')
+        format: csv
+        rows: |
+          id,amount
+          3,7
+    expect:
+      format: csv
+      rows: |
+          id,doubled
+          3,14
+  - name: fakes_an_ephemeral_input
+    model: tripled
+    given:
+      - input: ref('positive')
+        format: sql
+        rows: select 2 as id, 4 as amount
+    expect:
+      rows:
+        - {{id: 2, tripled: 12}}
+"
+        )
+    };
+    let files = |expected: &str| {
+        vec![
+            (
+                "seeds/src.csv".to_string(),
+                "id,amount,note\n1,2,a\n".to_string(),
+            ),
+            (
+                "models/doubled.sql".to_string(),
+                "select id, amount * 2 as doubled from {{ ref('src') }}\n".to_string(),
+            ),
+            (
+                "models/positive.sql".to_string(),
+                "{{ config(materialized='ephemeral') }}\nselect id, amount from {{ ref('src') }} where amount > 0\n".to_string(),
+            ),
+            (
+                "models/tripled.sql".to_string(),
+                "select id, amount * 3 as tripled from {{ ref('positive') }}\n".to_string(),
+            ),
+            ("models/unit_tests.yml".to_string(), unit_tests(expected)),
+        ]
+    };
+    let as_refs = |files: &[(String, String)]| -> PathBuf {
+        let borrowed: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        project_of(&borrowed)
+    };
+    let data = tempfile::tempdir().unwrap();
+    let passing = as_refs(&files("10"));
+    let stderr = build_ok(&passing, data.path(), &[]);
+    assert!(stderr.contains("3 pass"), "{stderr}");
+    assert_eq!(
+        rows(data.path(), "select doubled from doubled"),
+        vec![vec![json!(4)]]
+    );
+
+    let failing = as_refs(&files("11"));
+    std::fs::write(failing.join("seeds/src.csv"), "id,amount,note\n1,3,a\n").unwrap();
+    let output = build(&failing, data.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unit_test.inline.doubled.doubles_amounts"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SKIP"), "{stderr}");
+    assert_eq!(
+        rows(data.path(), "select doubled from doubled"),
+        vec![vec![json!(4)]]
+    );
+}
