@@ -701,3 +701,83 @@ unit_tests:
         vec![vec![json!(4)]]
     );
 }
+
+#[test]
+fn incremental_schema_changes_follow_on_schema_change() {
+    let model = |on_schema_change: &str, columns: &str| {
+        format!(
+            "{{{{ config(materialized='incremental', unique_key='id', on_schema_change='{on_schema_change}') }}}}\n\
+             select {columns} from {{{{ ref('src') }}}}\n\
+             {{% if is_incremental() %}}where id > (select max(id) from {{{{ this }}}}){{% endif %}}\n"
+        )
+    };
+    let project = project_of(&[
+        ("seeds/src.csv", "id,a,b\n1,x,10\n"),
+        ("models/strict.sql", &model("fail", "id, a")),
+        ("models/growing.sql", &model("append_new_columns", "id, a")),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    build_ok(&project, data.path(), &[]);
+    std::fs::write(project.join("seeds/src.csv"), "id,a,b\n1,x,10\n2,y,20\n").unwrap();
+    std::fs::write(
+        project.join("models/growing.sql"),
+        model("append_new_columns", "id, a, b"),
+    )
+    .unwrap();
+    std::fs::write(project.join("models/strict.sql"), model("fail", "id, a, b")).unwrap();
+    let output = build(&project, data.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("out of sync"), "{stderr}");
+
+    // `seed` then `run` keep what succeeded: the growing model gains its
+    // column, the strict one fails and keeps its rows.
+    run_ok(&[
+        "seed",
+        "--project",
+        project.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    let output = run(&[
+        "run",
+        "--project",
+        project.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        rows(data.path(), "select id, a, b from growing order by id"),
+        vec![
+            vec![json!(1), json!("x"), Value::Null],
+            vec![json!(2), json!("y"), json!(20)],
+        ]
+    );
+    assert_eq!(count(data.path(), "select count(*) from strict"), 1);
+}
+
+#[test]
+fn seed_and_test_commands_do_only_their_part() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    let project_arg = project.to_str().unwrap();
+    let data_arg = data.path().to_str().unwrap();
+    run_ok(&["seed", "--project", project_arg, "--data", data_arg]);
+    assert_eq!(count(data.path(), "select count(*) from raw_orders"), 12);
+    assert!(
+        !run(&["sql", "--data", data_arg, "select * from orders"])
+            .status
+            .success()
+    );
+
+    run_ok(&["run", "--project", project_arg, "--data", data_arg]);
+    assert_eq!(count(data.path(), "select count(*) from orders"), 12);
+    let output = run(&["test", "--project", project_arg, "--data", data_arg]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("20 pass") && stderr.contains("nothing published"),
+        "{stderr}"
+    );
+}
