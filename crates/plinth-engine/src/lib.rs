@@ -162,45 +162,19 @@ impl Engine {
 
     /// A fresh session (see [`Engine::context`]) that also sees the
     /// warehouse: `staged` when given (a build reading its own unpublished
-    /// relations), else the newest published version. Relations named like
-    /// a store table are not registered: the store's tables win.
+    /// relations), else the newest published version. The store's tables
+    /// win over relations of the same name.
     pub async fn session(&self, staged: Option<&Version>) -> Result<SessionContext, QueryError> {
         let ctx = self.context()?;
-        let published;
-        let version = match staged {
-            Some(version) => version,
-            None => {
-                published = self
-                    .warehouse
-                    .latest()
-                    .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
-                &published
-            }
-        };
-        let store_tables: Vec<&str> = self.store.tables().iter().map(|t| t.name()).collect();
-        if version
-            .relations
-            .keys()
-            .any(|name| store_tables.contains(&name.as_str()))
-        {
-            let mut visible = version.clone();
-            visible
-                .relations
-                .retain(|name, _| !store_tables.contains(&name.as_str()));
-            return self.register_warehouse(ctx, &visible).await;
+        let warehouse_error = |e: anyhow::Error| QueryError::Internal(format!("{e:#}"));
+        match staged {
+            Some(version) => self.warehouse.register(&ctx, version),
+            None => self
+                .warehouse
+                .latest()
+                .and_then(|version| self.warehouse.register(&ctx, &version)),
         }
-        self.register_warehouse(ctx, version).await
-    }
-
-    async fn register_warehouse(
-        &self,
-        ctx: SessionContext,
-        version: &Version,
-    ) -> Result<SessionContext, QueryError> {
-        self.warehouse
-            .register(&ctx, version)
-            .await
-            .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
+        .map_err(warehouse_error)?;
         Ok(ctx)
     }
 

@@ -17,8 +17,10 @@
 //! once, or, if another writer published first, nothing.
 //!
 //! Invariants:
-//! - a reader registers one version whole ([`Warehouse::register`]): it sees
-//!   all of a build or none of it;
+//! - a session registers one version whole ([`Warehouse::register`]): it
+//!   sees all of a build or none of it; relations are resolved only when a
+//!   query names them, so a query costs what it reads, not what the
+//!   warehouse holds;
 //! - a staged file becomes visible only through a log commit; a writer opening
 //!   the warehouse deletes files that no version or tombstone names (a build
 //!   killed before publishing), so a killed build leaves production as it was;
@@ -29,23 +31,24 @@
 //! This crate knows nothing of dbt, SQL text beyond a view's definition, or
 //! the engine's limits: it stores relations and shows them to DataFusion.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::MemorySchemaProvider;
-use datafusion::catalog::TableProvider;
-use datafusion::common::TableReference;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::ViewTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::error::{DataFusionError, Result as DataFusionResult};
+use datafusion::execution::SessionState;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
@@ -240,66 +243,50 @@ impl Warehouse {
         Ok(expired.len())
     }
 
-    /// Makes every relation of `version` queryable in `ctx`: tables as
-    /// Parquet listing tables, views as DataFusion views (planned after the
-    /// relations they read). `schema.name` relations go into that schema of
-    /// the default catalog, created if needed.
-    pub async fn register(&self, ctx: &SessionContext, version: &Version) -> Result<()> {
-        let mut views = Vec::new();
+    /// Makes every relation of `version` queryable in `ctx`, resolved only
+    /// when a query names it: tables as Parquet listing tables, views as
+    /// DataFusion views planned against the same version. `schema.name`
+    /// relations go into that schema of the default catalog. Tables already
+    /// in the session (the event store's, or registered later) win over
+    /// relations of the same name.
+    pub fn register(&self, ctx: &SessionContext, version: &Version) -> Result<()> {
+        let options = ctx.state().config_options().catalog.clone();
+        let catalog = ctx
+            .catalog(&options.default_catalog)
+            .context("the default catalog is missing")?;
+        let mut by_schema: BTreeMap<&str, BTreeMap<String, Relation>> = BTreeMap::new();
         for (name, relation) in &version.relations {
-            match relation {
-                Relation::Table { files } => {
-                    let provider = self.table_provider(files)?;
-                    register(ctx, name, provider)?;
-                }
-                Relation::View { sql } => views.push((name, sql)),
-            }
+            let (schema, table) = match name.split_once('.') {
+                Some((schema, table)) => (schema, table),
+                None => (options.default_schema.as_str(), name.as_str()),
+            };
+            by_schema
+                .entry(schema)
+                .or_default()
+                .insert(table.to_string(), relation.clone());
         }
-        // A view may read another view: plan those whose inputs are there,
-        // until a round adds nothing.
-        while !views.is_empty() {
-            let before = views.len();
-            let mut pending = Vec::new();
-            let mut last_error = None;
-            for (name, sql) in views.drain(..) {
-                match ctx.state().create_logical_plan(sql).await {
-                    Ok(plan) => {
-                        let view = ViewTable::new(plan, Some(sql.clone()));
-                        register(ctx, name, Arc::new(view))?;
-                    }
-                    Err(e) => {
-                        last_error = Some(format!("view {name}: {}", e.find_root()));
-                        pending.push((name, sql));
-                    }
-                }
-            }
-            if pending.len() == before {
-                // Queries that do not read these views still run; those that
-                // do fail naming the view.
-                tracing::warn!("{}", last_error.unwrap_or_default());
-                break;
-            }
-            views = pending;
+        let mut schemas = Vec::new();
+        for (schema, relations) in by_schema {
+            let inner = catalog
+                .schema(schema)
+                .unwrap_or_else(|| Arc::new(MemorySchemaProvider::new()));
+            let lazy = Arc::new(VersionSchema {
+                inner,
+                relations,
+                dir: self.dir.clone(),
+                state: OnceLock::new(),
+                resolved: Mutex::new(HashMap::new()),
+            });
+            catalog.register_schema(schema, lazy.clone())?;
+            schemas.push(lazy);
+        }
+        // Views are planned with the session's own state, which shares
+        // the catalogs just registered.
+        let state = ctx.state();
+        for schema in schemas {
+            let _ = schema.state.set(state.clone());
         }
         Ok(())
-    }
-
-    fn table_provider(&self, files: &[DataFile]) -> Result<Arc<dyn TableProvider>> {
-        let first = files.first().context("a table relation without files")?;
-        let schema = parquet_schema(&self.dir.join(&first.path))?;
-        let urls = files
-            .iter()
-            .map(|f| {
-                let path = self.dir.join(&f.path);
-                ListingTableUrl::parse(path.to_string_lossy())
-            })
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(schema);
-        Ok(Arc::new(ListingTable::try_new(config)?))
     }
 
     fn remove_unpublished(&self) -> Result<()> {
@@ -369,22 +356,106 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn register(ctx: &SessionContext, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
-    let reference = match name.split_once('.') {
-        Some((schema, table)) => {
-            let catalog_name = ctx.state().config_options().catalog.default_catalog.clone();
-            let catalog = ctx
-                .catalog(&catalog_name)
-                .context("the default catalog is missing")?;
-            if catalog.schema(schema).is_none() {
-                catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
-            }
-            TableReference::partial(schema, table)
+/// The relations of one version in one schema, over the session's own
+/// tables of that schema (`inner`, which come first and take registrations).
+#[derive(Debug)]
+struct VersionSchema {
+    inner: Arc<dyn SchemaProvider>,
+    relations: BTreeMap<String, Relation>,
+    dir: PathBuf,
+    /// The session's state, for planning views; set right after registration.
+    state: OnceLock<SessionState>,
+    /// Relations resolved so far in this session.
+    resolved: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl VersionSchema {
+    fn table_provider(&self, files: &[DataFile]) -> Result<Arc<dyn TableProvider>> {
+        let first = files.first().context("a table relation without files")?;
+        let schema = parquet_schema(&self.dir.join(&first.path))?;
+        let urls = files
+            .iter()
+            .map(|f| {
+                let path = self.dir.join(&f.path);
+                ListingTableUrl::parse(path.to_string_lossy())
+            })
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(schema);
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for VersionSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.extend(
+            self.relations
+                .keys()
+                .filter(|n| !self.inner.table_exist(n))
+                .cloned(),
+        );
+        names
+    }
+
+    async fn table(&self, name: &str) -> DataFusionResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.inner.table(name).await? {
+            return Ok(Some(table));
         }
-        None => TableReference::bare(name),
-    };
-    ctx.register_table(reference, provider)?;
-    Ok(())
+        let Some(relation) = self.relations.get(name) else {
+            return Ok(None);
+        };
+        let cached = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(provider) = cached {
+            return Ok(Some(provider));
+        }
+        let provider: Arc<dyn TableProvider> = match relation {
+            Relation::Table { files } => self
+                .table_provider(files)
+                .map_err(|e| DataFusionError::External(e.into()))?,
+            Relation::View { sql } => {
+                let state = self.state.get().ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "view {name} resolved before its session was ready"
+                    ))
+                })?;
+                let plan = state.create_logical_plan(sql).await.map_err(|e| {
+                    DataFusionError::Plan(format!("view {name}: {}", e.find_root()))
+                })?;
+                Arc::new(ViewTable::new(plan, Some(sql.clone())))
+            }
+        };
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), provider.clone());
+        Ok(Some(provider))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DataFusionResult<Option<Arc<dyn TableProvider>>> {
+        self.inner.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> DataFusionResult<Option<Arc<dyn TableProvider>>> {
+        self.inner.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name) || self.relations.contains_key(name)
+    }
 }
 
 fn remove_empty_folders(dir: &Path) -> Result<()> {
@@ -416,7 +487,7 @@ mod tests {
 
     async fn count(warehouse: &Warehouse, version: &Version, sql: &str) -> usize {
         let ctx = SessionContext::new();
-        warehouse.register(&ctx, version).await.unwrap();
+        warehouse.register(&ctx, version).unwrap();
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         batches.iter().map(|b| b.num_rows()).sum()
     }
