@@ -781,3 +781,88 @@ fn seed_and_test_commands_do_only_their_part() {
         "{stderr}"
     );
 }
+
+/// A build killed (SIGKILL) at random moments never leaves production half
+/// built: every model holds the same generation, the old one or the new one;
+/// and the next build removes what the killed one staged.
+#[test]
+fn a_killed_build_leaves_production_whole() {
+    const MODELS: usize = 40;
+    let mut files: Vec<(String, String)> = vec![("seeds/base.csv".into(), "id\n1\n2\n3\n".into())];
+    for i in 0..MODELS {
+        let input = if i == 0 {
+            "{{ ref('base') }}".to_string()
+        } else {
+            format!("{{{{ ref('m{}') }}}}", i - 1)
+        };
+        files.push((
+            format!("models/m{i}.sql"),
+            format!(
+                "{{{{ config(materialized='table') }}}}\nselect id, {{{{ var('generation') }}}} as generation from {input}\n"
+            ),
+        ));
+    }
+    let borrowed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let project = project_of(&borrowed);
+    let data = tempfile::tempdir().unwrap();
+    let generation = |n: usize| format!("{{generation: {n}}}");
+    build_ok(&project, data.path(), &["--vars", &generation(1)]);
+    let every_model: Vec<String> = (0..MODELS)
+        .map(|i| format!("select generation from m{i}"))
+        .collect();
+    let generations = format!(
+        "select count(distinct generation) from ({})",
+        every_model.join(" union all ")
+    );
+
+    let mut moments = common::Moments::from_env_or_clock();
+    for round in 2..6 {
+        let mut child = common::plinth()
+            .args([
+                "build",
+                "--project",
+                project.to_str().unwrap(),
+                "--data",
+                data.path().to_str().unwrap(),
+                "--vars",
+                &generation(round),
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(moments.next_ms(20, 600)));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(count(data.path(), &generations), 1, "round {round}");
+    }
+    build_ok(&project, data.path(), &["--vars", &generation(9)]);
+    assert_eq!(
+        rows(
+            data.path(),
+            &format!("select distinct generation from m{}", MODELS - 1)
+        ),
+        vec![vec![json!(9)]]
+    );
+    // Nothing on disk but what the log names (live or waiting for vacuum).
+    let warehouse = data.path().join("warehouse");
+    let latest = std::fs::read_dir(warehouse.join("_log"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .max()
+        .unwrap();
+    let log = std::fs::read_to_string(warehouse.join("_log").join(latest)).unwrap();
+    for model in std::fs::read_dir(&warehouse).unwrap() {
+        let model = model.unwrap();
+        if model.file_name() == "_log" {
+            continue;
+        }
+        for file in std::fs::read_dir(model.path()).unwrap() {
+            let name = file.unwrap().file_name().into_string().unwrap();
+            assert!(log.contains(&name), "{name} is on disk but not in the log");
+        }
+    }
+}
