@@ -290,13 +290,26 @@ async fn run_node<'a>(
                 ResourceType::Snapshot => snapshot::snapshot(&work).await,
                 ResourceType::Model => materialize::model(&work).await,
             };
-            outcome.unwrap_or_else(|e| {
-                let mut result = NodeResult::error(one_line(&e));
-                if node.node.resource_type == ResourceType::Test {
-                    result.status = RunStatus::RuntimeError;
-                }
-                result
-            })
+            let hooks = node.pre_hooks.len() + node.post_hooks.len();
+            outcome
+                .map(|mut result| {
+                    // Hooks are warehouse statements (grants, indexes) that
+                    // Plinth's warehouse has no use for; say so rather than
+                    // fail the node.
+                    if hooks > 0 {
+                        result
+                            .message
+                            .push_str(&format!(" ({hooks} hooks not run)"));
+                    }
+                    result
+                })
+                .unwrap_or_else(|e| {
+                    let mut result = NodeResult::error(one_line(&e));
+                    if node.node.resource_type == ResourceType::Test {
+                        result.status = RunStatus::RuntimeError;
+                    }
+                    result
+                })
         }
     };
     (id, result, started_at, clock.elapsed().as_secs_f64())
