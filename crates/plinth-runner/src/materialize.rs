@@ -13,6 +13,7 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::JoinType;
 use datafusion::prelude::{CsvReadOptions, DataFrame, Expr, SessionContext, cast, lit};
 use plinth_pipelines::{BUILTIN_SOURCE_TABLES, CompiledNode, RunStatus, Severity};
+use plinth_warehouse::dialect::duckdb_semantics;
 use plinth_warehouse::{Relation, Version, Warehouse, parquet_schema};
 
 use crate::{AUDIT_SCHEMA, NodeResult};
@@ -72,6 +73,13 @@ pub(crate) async fn collect(frame: DataFrame) -> Result<(SchemaRef, Vec<RecordBa
     Ok((schema, batches))
 }
 
+/// Plans pipeline SQL (a model's, a snapshot's, a test's) with the
+/// semantics pipelines follow ([`plinth_warehouse::dialect`]).
+pub(crate) async fn pipeline_sql(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    let (state, plan) = ctx.sql(sql).await?.into_parts();
+    Ok(DataFrame::new(state, duckdb_semantics(plan)?))
+}
+
 /// An unqualified column, its name kept exactly (no case folding).
 pub(crate) fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
@@ -95,7 +103,7 @@ pub(crate) async fn model(work: &Work<'_>) -> Result<NodeResult> {
     match work.node.node.config.materialized.as_str() {
         "view" => {
             // Planning checks the SQL now, as creating a view does in dbt.
-            work.ctx.sql(sql).await?;
+            pipeline_sql(work.ctx, sql).await?;
             Ok(NodeResult {
                 status: RunStatus::Success,
                 message: format!("OK created view {name}"),
@@ -106,7 +114,9 @@ pub(crate) async fn model(work: &Work<'_>) -> Result<NodeResult> {
             })
         }
         "table" => {
-            let (relation, rows) = work.write(&name, work.ctx.sql(sql).await?).await?;
+            let (relation, rows) = work
+                .write(&name, pipeline_sql(work.ctx, sql).await?)
+                .await?;
             Ok(built(name, relation, rows, "table"))
         }
         "incremental" => incremental(work, name).await,
@@ -118,7 +128,7 @@ pub(crate) async fn model(work: &Work<'_>) -> Result<NodeResult> {
 
 async fn incremental(work: &Work<'_>, name: String) -> Result<NodeResult> {
     let config = &work.node.node.config;
-    let new_rows = work.ctx.sql(&work.node.compiled_sql).await?;
+    let new_rows = pipeline_sql(work.ctx, &work.node.compiled_sql).await?;
     let existing_schema = work.staged_table_schema(&name)?;
     let Some(target) = existing_schema.filter(|_| work.node.is_incremental) else {
         let (relation, rows) = work.write(&name, new_rows).await?;
@@ -323,7 +333,7 @@ pub(crate) fn quote(name: &str) -> String {
 pub(crate) async fn data_test(work: &Work<'_>, store_failures: bool) -> Result<NodeResult> {
     let config = &work.node.node.config;
     let audit_sql = work.node.audit_sql().context("not a test")?;
-    let (_, batches) = collect(work.ctx.sql(&audit_sql).await?).await?;
+    let (_, batches) = collect(pipeline_sql(work.ctx, &audit_sql).await?).await?;
     let batch = batches
         .iter()
         .find(|b| b.num_rows() > 0)
@@ -351,7 +361,9 @@ pub(crate) async fn data_test(work: &Work<'_>, store_failures: bool) -> Result<N
             ),
             None => work.node.compiled_sql.clone(),
         };
-        let (relation, _) = work.write(&name, work.ctx.sql(&sql).await?).await?;
+        let (relation, _) = work
+            .write(&name, pipeline_sql(work.ctx, &sql).await?)
+            .await?;
         Some((name, relation))
     } else {
         None

@@ -14,7 +14,7 @@ use plinth_pipelines::RunStatus;
 use serde_json::Value;
 
 use crate::NodeResult;
-use crate::materialize::{Work, built, quote};
+use crate::materialize::{Work, built, pipeline_sql, quote};
 
 const META_COLUMNS: [&str; 4] = [
     "dbt_scd_id",
@@ -29,7 +29,7 @@ pub(crate) async fn snapshot(work: &Work<'_>) -> Result<NodeResult> {
     if config.unique_key.is_empty() {
         bail!("snapshot {name} needs a unique_key");
     }
-    let source = work.ctx.sql(&work.node.compiled_sql).await?;
+    let source = pipeline_sql(work.ctx, &work.node.compiled_sql).await?;
     let source_columns: Vec<String> = source
         .schema()
         .fields()
@@ -79,7 +79,9 @@ pub(crate) async fn snapshot(work: &Work<'_>) -> Result<NodeResult> {
             "with source_data as ({source_data}) {}",
             new_versions("source_data")
         );
-        let (relation, rows) = work.write(&name, work.ctx.sql(&sql).await?).await?;
+        let (relation, rows) = work
+            .write(&name, pipeline_sql(work.ctx, &sql).await?)
+            .await?;
         return Ok(built(name, relation, rows, "snapshot"));
     };
     for meta in META_COLUMNS {
@@ -169,9 +171,7 @@ union all
         key_aliases = key_aliases.join(", "),
         inserted = new_versions("inserted"),
     );
-    let frame = work
-        .ctx
-        .sql(&sql)
+    let frame = pipeline_sql(work.ctx, &sql)
         .await
         .with_context(|| format!("planning the snapshot merge of {name}"))?;
     let (relation, rows) = work.write(&name, frame).await?;

@@ -25,7 +25,7 @@ use plinth_pipelines::{CompiledProject, RunStatus, UnitTest, ephemeral_cte_name}
 use serde_json::Value;
 
 use crate::NodeResult;
-use crate::materialize::{collect, column, quote};
+use crate::materialize::{collect, column, pipeline_sql, quote};
 
 /// Runs `unit` with `sql`, the model's SQL compiled with `is_incremental()`
 /// as the unit test says (false unless its overrides set it). Ephemeral
@@ -54,7 +54,9 @@ pub(crate) async fn unit_test(
             Arc::new(MemTable::try_new(schema, vec![batches])?),
         )?;
     }
-    let actual = ctx.sql(sql).await.context("planning the model's SQL")?;
+    let actual = pipeline_sql(ctx, sql)
+        .await
+        .context("planning the model's SQL")?;
     let actual_schema = actual.schema().inner().clone();
     let expected = rows_frame(
         ctx,
@@ -184,7 +186,7 @@ async fn rows_frame(
     schema: Option<&SchemaRef>,
 ) -> Result<DataFrame> {
     let frame = match (format, rows) {
-        ("sql", Some(Value::String(sql))) => ctx.sql(sql).await?,
+        ("sql", Some(Value::String(sql))) => pipeline_sql(ctx, sql).await?,
         ("sql", _) => bail!("format sql needs rows as a SQL string"),
         _ => {
             let columns = expected_columns(format, rows);

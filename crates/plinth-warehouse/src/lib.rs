@@ -31,6 +31,8 @@
 //! This crate knows nothing of dbt, SQL text beyond a view's definition, or
 //! the engine's limits: it stores relations and shows them to DataFusion.
 
+pub mod dialect;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -428,9 +430,13 @@ impl SchemaProvider for VersionSchema {
                         "view {name} resolved before its session was ready"
                     ))
                 })?;
-                let plan = state.create_logical_plan(sql).await.map_err(|e| {
-                    DataFusionError::Plan(format!("view {name}: {}", e.find_root()))
-                })?;
+                let plan = state
+                    .create_logical_plan(sql)
+                    .await
+                    .and_then(dialect::duckdb_semantics)
+                    .map_err(|e| {
+                        DataFusionError::Plan(format!("view {name}: {}", e.find_root()))
+                    })?;
                 Arc::new(ViewTable::new(plan, Some(sql.clone())))
             }
         };

@@ -157,7 +157,7 @@ fn build_publishes_seeds_models_and_tests_that_sql_reads() {
             data.path(),
             "select lifetime_value, number_of_orders from customers where customer_id = 1"
         ),
-        vec![vec![json!(61.0), json!(3)]]
+        vec![vec![json!(61.83), json!(3)]]
     );
     let results: Value =
         serde_json::from_slice(&std::fs::read(project.join("target/run_results.json")).unwrap())
