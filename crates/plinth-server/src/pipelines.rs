@@ -9,8 +9,9 @@
 //!   "to"}], "unplanned": {...}}`;
 //! - `POST /api/v1/pipelines/run` (admin): `{"command": "build" | "run" |
 //!   "test" | "seed", "select": [...], "exclude": [...], "full_refresh":
-//!   bool}`, all optional (a full build by default); answers the finished
-//!   run, 409 while another run is under way;
+//!   bool, "vars": "YAML", "store_failures": bool}`, all optional (a full
+//!   build by default); answers the finished run, 409 while another run is
+//!   under way;
 //! - `GET /api/v1/pipelines/runs`: the run history, newest first.
 //!
 //! One run at a time; each run is appended to `pipeline_runs.jsonl` in the
@@ -78,6 +79,11 @@ pub struct RunBody {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub full_refresh: bool,
+    /// `--vars`, YAML or JSON text.
+    #[serde(default)]
+    pub vars: Option<String>,
+    #[serde(default)]
+    pub store_failures: bool,
 }
 
 impl PipelineService {
@@ -125,12 +131,12 @@ impl PipelineService {
         let run = ProjectRun {
             command,
             project_dir: self.project_dir.clone(),
-            vars: None,
+            vars: body.vars,
             select: body.select,
             exclude: body.exclude,
             full_refresh: body.full_refresh,
             threads: 4,
-            store_failures: false,
+            store_failures: body.store_failures,
         };
         let started_at = chrono::Utc::now().to_rfc3339();
         let clock = Instant::now();
