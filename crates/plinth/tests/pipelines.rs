@@ -164,6 +164,29 @@ fn build_publishes_seeds_models_and_tests_that_sql_reads() {
             .unwrap();
     assert_eq!(results["results"].as_array().unwrap().len(), 28);
     assert!(project.join("target/manifest.json").is_file());
+
+    run_ok(&[
+        "docs",
+        "generate",
+        "--project",
+        project.to_str().unwrap(),
+        "--data",
+        data.path().to_str().unwrap(),
+    ]);
+    let catalog: Value =
+        serde_json::from_slice(&std::fs::read(project.join("target/catalog.json")).unwrap())
+            .unwrap();
+    let customers = catalog["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "customers")
+        .unwrap();
+    assert_eq!(customers["rows"], 8);
+    assert_eq!(
+        customers["description"],
+        "One row per customer, with their order count and lifetime value."
+    );
 }
 
 #[test]
