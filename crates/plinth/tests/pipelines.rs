@@ -889,3 +889,39 @@ fn a_killed_build_leaves_production_whole() {
         }
     }
 }
+
+#[test]
+fn serve_builds_on_its_schedule() {
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    let (admin, _) = common::admin_and_capture_keys(data.path().to_str().unwrap());
+    let server = common::Server::start_with(
+        data.path(),
+        &[
+            "--project",
+            project.to_str().unwrap(),
+            "--build-every",
+            "1h",
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    // The first scheduled build starts at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let runs: Value = client
+            .get(format!("{}/api/v1/pipelines/runs", server.url))
+            .bearer_auth(&admin)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if let Some(run) = runs["runs"].as_array().unwrap().first() {
+            assert_eq!(run["trigger"], "schedule");
+            assert_eq!(run["failed"], false, "{run}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled run");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(data.path().join("pipeline_runs.jsonl").is_file());
+}
