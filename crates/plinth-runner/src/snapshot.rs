@@ -10,6 +10,7 @@
 //! their current version (dbt's default `hard_deletes: ignore`).
 
 use anyhow::{Context, Result, bail};
+use datafusion::arrow::datatypes::DataType;
 use plinth_pipelines::RunStatus;
 use serde_json::Value;
 
@@ -50,12 +51,29 @@ pub(crate) async fn snapshot(work: &Work<'_>) -> Result<NodeResult> {
         ),
         other => bail!("snapshot {name}: strategy must be timestamp or check, not {other:?}"),
     };
+    // dbt_scd_id hashes the key and the update time as text; timestamps
+    // are written as DuckDB writes them (`2024-01-01 10:00:00`), so the ids
+    // match a dbt-duckdb snapshot's.
+    let updated_is_timestamp = match config.strategy.as_deref() {
+        Some("timestamp") => source
+            .schema()
+            .fields()
+            .iter()
+            .find(|f| Some(f.name().as_str()) == config.updated_at.as_deref())
+            .is_some_and(|f| matches!(f.data_type(), DataType::Timestamp(_, _))),
+        _ => true,
+    };
+    let updated_text = if updated_is_timestamp {
+        format!("replace(cast({updated} as varchar), 'T', ' ')")
+    } else {
+        format!("cast({updated} as varchar)")
+    };
     let hashed: Vec<String> = config
         .unique_key
         .iter()
-        .map(|k| format!("source.{}", quote(k)))
-        .chain(std::iter::once(updated.clone()))
-        .map(|e| format!("coalesce(cast({e} as varchar), '')"))
+        .map(|k| format!("cast(source.{} as varchar)", quote(k)))
+        .chain(std::iter::once(updated_text))
+        .map(|e| format!("coalesce({e}, '')"))
         .collect();
     let source_data = format!(
         "select source.*, {updated} as \"__plinth_updated_at\", md5({}) as \"__plinth_scd_id\" \

@@ -357,17 +357,14 @@ select id, name from {{ ref('people') }}
     );
 }
 
-/// Every model and seed of the small project, built by dbt-duckdb and by
-/// Plinth, holds the same rows (numbers compared to 1e-9).
-#[test]
-fn dbt_duckdb_and_plinth_build_the_same_rows() {
-    let dbt_project = small_shop();
+/// Runs `dbt build` (dbt-core and dbt-duckdb from the test venv) in `project`.
+fn dbt_build(project: &Path) {
     let script = "import sys\nfrom dbt.cli.main import dbtRunner\n\
         r = dbtRunner().invoke(['build', '--profiles-dir', '.', '--project-dir', '.'])\n\
         sys.exit(0 if r.success else 1)";
     let output = Command::new(python())
         .args(["-c", script])
-        .current_dir(&dbt_project)
+        .current_dir(project)
         .output()
         .expect("run python");
     assert!(
@@ -376,24 +373,16 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
 
-    let project = small_shop();
-    let data = tempfile::tempdir().unwrap();
-    build_ok(&project, data.path(), &[]);
-
-    let relations = [
-        "raw_customers",
-        "raw_orders",
-        "raw_payments",
-        "stg_customers",
-        "stg_orders",
-        "stg_payments",
-        "orders",
-        "customers",
-    ];
+/// Asserts that each relation holds the same rows in dbt's DuckDB file
+/// `database` (in `dbt_project`) and in Plinth's `data`: the same columns,
+/// and the same multiset of rows, numbers compared to 1e-9 and timestamps
+/// as text.
+fn assert_same_rows(dbt_project: &Path, database: &str, data: &Path, relations: &[&str]) {
     let dump = format!(
         "import duckdb, json, decimal\n\
-         con = duckdb.connect('small_shop.duckdb', read_only=True)\n\
+         con = duckdb.connect({database:?}, read_only=True)\n\
          out = {{}}\n\
          for t in {relations:?}:\n\
          \x20   cur = con.execute(f'select * from main.{{t}}')\n\
@@ -402,7 +391,7 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
     );
     let output = Command::new(python())
         .args(["-c", &dump])
-        .current_dir(&dbt_project)
+        .current_dir(dbt_project)
         .output()
         .expect("run python");
     assert!(
@@ -411,11 +400,36 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
         String::from_utf8_lossy(&output.stderr)
     );
     let dbt: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let canonical = |rows: &Value| -> Vec<Vec<String>> {
+        let mut rows: Vec<Vec<String>> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| match v {
+                        Value::Number(n) => format!("{:.9}", n.as_f64().unwrap()),
+                        // `2024-01-01T10:00:00` (Arrow) is `2024-01-01 10:00:00` (Python).
+                        Value::String(s) if s.len() >= 19 && s.as_bytes()[10] == b'T' => {
+                            s.replacen('T', " ", 1)
+                        }
+                        Value::String(s) => s.clone(),
+                        Value::Null => "NULL".to_string(),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
     for relation in relations {
         let ours: Value = serde_json::from_str(&run_ok(&[
             "sql",
             "--data",
-            data.path().to_str().unwrap(),
+            data.to_str().unwrap(),
             "--format",
             "json",
             &format!("select * from {relation}"),
@@ -434,34 +448,86 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
             .map(|c| c.as_str().unwrap())
             .collect();
         assert_eq!(our_columns, their_columns, "{relation}");
-        let canonical = |rows: &Value| -> Vec<Vec<String>> {
-            let mut rows: Vec<Vec<String>> = rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|row| {
-                    row.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| match v {
-                            Value::Number(n) => format!("{:.9}", n.as_f64().unwrap()),
-                            Value::String(s) => s.clone(),
-                            Value::Null => "NULL".to_string(),
-                            other => other.to_string(),
-                        })
-                        .collect()
-                })
-                .collect();
-            rows.sort();
-            rows
-        };
-        let (ours, theirs) = (canonical(&ours["rows"]), canonical(&dbt[relation]["rows"]));
+        let (ours, theirs) = (canonical(&ours["rows"]), canonical(&dbt[*relation]["rows"]));
         assert!(!ours.is_empty(), "{relation} is empty");
         assert_eq!(
             ours, theirs,
             "{relation}: Plinth's rows differ from dbt-duckdb's"
         );
     }
+}
+
+/// Every model and seed of the small project, built by dbt-duckdb and by
+/// Plinth, holds the same rows.
+#[test]
+fn dbt_duckdb_and_plinth_build_the_same_rows() {
+    let dbt_project = small_shop();
+    dbt_build(&dbt_project);
+    let project = small_shop();
+    let data = tempfile::tempdir().unwrap();
+    build_ok(&project, data.path(), &[]);
+    assert_same_rows(
+        &dbt_project,
+        "small_shop.duckdb",
+        data.path(),
+        &[
+            "raw_customers",
+            "raw_orders",
+            "raw_payments",
+            "stg_customers",
+            "stg_orders",
+            "stg_payments",
+            "orders",
+            "customers",
+        ],
+    );
+}
+
+/// A timestamp snapshot and a merge-incremental model, built twice with the
+/// source changed in between, agree with dbt-duckdb row for row, dbt_scd_id
+/// included.
+#[test]
+fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
+    let files = [
+        (
+            "profiles.yml",
+            "inline:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: inline.duckdb\n      schema: main\n      threads: 1\n",
+        ),
+        (
+            "seeds/people.csv",
+            "id,name,updated_at\n1,Ann,2024-01-01 10:00:00\n2,Bob,2024-01-01 10:00:00\n3,Cy,2024-01-01 10:00:00\n",
+        ),
+        (
+            "snapshots/people_history.sql",
+            "{% snapshot people_history %}\n\
+             {{ config(unique_key='id', strategy='timestamp', updated_at='updated_at', target_schema='main') }}\n\
+             select * from {{ ref('people') }}\n\
+             {% endsnapshot %}\n",
+        ),
+        (
+            "models/latest.sql",
+            "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge') }}\n\
+             select id, name, updated_at from {{ ref('people') }}\n\
+             {% if is_incremental() %}where updated_at > (select max(updated_at) from {{ this }}){% endif %}\n",
+        ),
+    ];
+    let dbt_project = project_of(&files);
+    let project = project_of(&files);
+    let data = tempfile::tempdir().unwrap();
+    dbt_build(&dbt_project);
+    build_ok(&project, data.path(), &[]);
+    let changed = "id,name,updated_at\n1,Anna,2024-02-01 10:00:00\n2,Bob,2024-01-01 10:00:00\n4,Di,2024-02-01 09:00:00\n";
+    for dir in [&dbt_project, &project] {
+        std::fs::write(dir.join("seeds/people.csv"), changed).unwrap();
+    }
+    dbt_build(&dbt_project);
+    build_ok(&project, data.path(), &[]);
+    assert_same_rows(
+        &dbt_project,
+        "inline.duckdb",
+        data.path(),
+        &["people", "people_history", "latest"],
+    );
 }
 
 #[test]
