@@ -28,8 +28,11 @@
 //!   [`Warehouse::vacuum`] after a grace period, so queries planned against the
 //!   previous version finish.
 //!
-//! This crate knows nothing of dbt, SQL text beyond a view's definition, or
-//! the engine's limits: it stores relations and shows them to DataFusion.
+//! [`dialect`] holds the SQL semantics pipeline plans follow (DuckDB's
+//! division), applied here to views and by the runner to everything else.
+//!
+//! This crate knows nothing of dbt projects or the engine's limits: it
+//! stores relations and shows them to DataFusion.
 
 pub mod dialect;
 
