@@ -7,7 +7,9 @@
 //! `timestamp`: `updated_at` is newer than the version's `dbt_valid_from`;
 //! strategy `check`: a `check_cols` column differs) and inserts the new
 //! version, and inserts keys never seen. Keys that left the source keep
-//! their current version (dbt's default `hard_deletes: ignore`).
+//! their current version (dbt's default `hard_deletes: ignore`), or have it
+//! closed at the run's start with `hard_deletes: invalidate` (or the older
+//! `invalidate_hard_deletes: true`).
 
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::datatypes::DataType;
@@ -143,11 +145,36 @@ pub(crate) async fn snapshot(work: &Work<'_>) -> Result<NodeResult> {
                 .join(" or ")
         }
     };
-    let key_aliases: Vec<String> = config
-        .unique_key
-        .iter()
-        .map(|k| format!("changed.{} as {}", quote(k), quote(&format!("__key_{k}"))))
-        .collect();
+    let key_aliases = |from: &str| -> String {
+        config
+            .unique_key
+            .iter()
+            .map(|k| format!("{from}.{} as {}", quote(k), quote(&format!("__key_{k}"))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let hard_deletes = match (
+        config.raw.get("hard_deletes").and_then(Value::as_str),
+        config.raw.get("invalidate_hard_deletes"),
+    ) {
+        (Some("invalidate"), _) | (None, Some(Value::Bool(true))) => true,
+        (Some("ignore") | None, _) => false,
+        (Some(other), _) => {
+            bail!("snapshot {name}: hard_deletes {other:?} is not supported (ignore, invalidate)")
+        }
+    };
+    // Keys that left the source: their current version closes now.
+    let deleted = if hard_deletes {
+        format!(
+            "union all select {}, cast('{}' as timestamp) from current_rows \
+             where not exists (select 1 from source_data where {})",
+            key_aliases("current_rows"),
+            work.run_started_at.replace('\'', "''"),
+            same_key("current_rows", "source_data"),
+        )
+    } else {
+        String::new()
+    };
     let closes_on = config
         .unique_key
         .iter()
@@ -175,18 +202,22 @@ inserted as (
     where not exists (select 1 from current_rows where {join_current})
     union all
     select * from changed
+),
+closes as (
+    select {changed_keys}, changed.\"__plinth_updated_at\" as \"__plinth_closed_at\" from changed
+    {deleted}
 )
 select {kept}, t.dbt_scd_id, t.dbt_updated_at, t.dbt_valid_from,
     case when t.dbt_valid_to is null and c.{first_key} is not null
-        then c.\"__plinth_updated_at\" else t.dbt_valid_to end as dbt_valid_to
+        then c.\"__plinth_closed_at\" else t.dbt_valid_to end as dbt_valid_to
 from {target} t
-left join (select {key_aliases}, changed.\"__plinth_updated_at\" from changed) c on {closes_on}
+left join closes c on {closes_on}
 union all
 {inserted}",
         target = quote(&name),
         join_current = same_key("current_rows", "source_data"),
         kept = kept_columns.join(", "),
-        key_aliases = key_aliases.join(", "),
+        changed_keys = key_aliases("changed"),
         inserted = new_versions("inserted"),
     );
     let frame = pipeline_sql(work.ctx, &sql)

@@ -312,6 +312,13 @@ select id, name from {{ ref('people') }}
         ),
         ("snapshots/history.sql", timestamp),
         ("snapshots/checked.sql", check),
+        (
+            "snapshots/deletes.sql",
+            "{% snapshot people_deletes %}\n\
+             {{ config(unique_key='id', strategy='timestamp', updated_at='updated_at', hard_deletes='invalidate') }}\n\
+             select * from {{ ref('people') }}\n\
+             {% endsnapshot %}\n",
+        ),
     ]);
     let data = tempfile::tempdir().unwrap();
     build_ok(&project, data.path(), &[]);
@@ -355,6 +362,24 @@ select id, name from {{ ref('people') }}
         ),
         vec![vec![json!("2024-02-01T10:00:00")]]
     );
+
+    // Bob leaves the source: only the snapshot that invalidates hard
+    // deletes closes his row.
+    std::fs::write(
+        project.join("seeds/people.csv"),
+        "id,name,updated_at\n1,Anna,2024-02-01T10:00:00\n",
+    )
+    .unwrap();
+    build_ok(&project, data.path(), &[]);
+    let bob_current = |snapshot: &str| {
+        count(
+            data.path(),
+            &format!("select count(*) from {snapshot} where id = 2 and dbt_valid_to is null"),
+        )
+    };
+    assert_eq!(bob_current("people_history"), 1);
+    assert_eq!(bob_current("people_deletes"), 0);
+    assert_eq!(count(data.path(), "select count(*) from people_deletes"), 3);
 }
 
 /// Runs `dbt build` (dbt-core and dbt-duckdb from the test venv) in `project`.
