@@ -234,25 +234,11 @@ async fn incremental(work: &Work<'_>, name: String) -> Result<NodeResult> {
                 .table(name.as_str())
                 .await?
                 .select(conform(&target_cols)?)?;
-            let kept = if strategy == "append" {
-                old
+            let frame = if strategy == "append" {
+                old.union(new_frame)?
             } else {
-                if config.unique_key.is_empty() {
-                    bail!("incremental strategy {strategy} needs a unique_key");
-                }
-                // Rows whose key comes again are replaced; rows with a NULL
-                // key never match, as in dbt's delete and merge.
-                let keys: Vec<&str> = config.unique_key.iter().map(String::as_str).collect();
-                let incoming = work.ctx.table(staging.as_str()).await?.select(
-                    keys.iter()
-                        .map(|k| column(k).alias(format!("__key_{k}")))
-                        .collect::<Vec<_>>(),
-                )?;
-                let right: Vec<String> = keys.iter().map(|k| format!("__key_{k}")).collect();
-                let right: Vec<&str> = right.iter().map(String::as_str).collect();
-                old.join(incoming, JoinType::LeftAnti, &keys, &right, None)?
+                replace_matched(work, &strategy, &name, &staging, old, new_frame, &columns).await?
             };
-            let frame = kept.union(new_frame)?;
             work.write(&name, frame).await?.0
         }
         other => bail!("incremental strategy {other:?} is not one of append, delete+insert, merge"),
@@ -266,6 +252,114 @@ async fn incremental(work: &Work<'_>, name: String) -> Result<NodeResult> {
         relation: Some((name, relation)),
         audit: None,
     })
+}
+
+/// The rows of a delete+insert or merge: existing rows whose key does not
+/// come again, then the new rows; a merge limited to some columns
+/// (`merge_update_columns` / `merge_exclude_columns`) keeps the other
+/// columns of matched rows from their existing version. Rows with a NULL
+/// key never match, as in dbt's delete and merge.
+async fn replace_matched(
+    work: &Work<'_>,
+    strategy: &str,
+    name: &str,
+    staging: &str,
+    old: DataFrame,
+    new_frame: DataFrame,
+    columns: &[(&str, &DataType)],
+) -> Result<DataFrame> {
+    let config = &work.node.node.config;
+    if config.unique_key.is_empty() {
+        bail!("incremental strategy {strategy} needs a unique_key");
+    }
+    // Rows whose key comes again are replaced; rows with a NULL key
+    // never match, as in dbt's delete and merge.
+    let keys: Vec<&str> = config.unique_key.iter().map(String::as_str).collect();
+    let key_names: Vec<String> = keys.iter().map(|k| format!("__key_{k}")).collect();
+    let key_names: Vec<&str> = key_names.iter().map(String::as_str).collect();
+    let keys_of = |frame: DataFrame| {
+        frame.select(
+            keys.iter()
+                .map(|k| column(k).alias(format!("__key_{k}")))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let incoming = keys_of(work.ctx.table(staging).await?)?;
+    let kept = old
+        .clone()
+        .join(incoming, JoinType::LeftAnti, &keys, &key_names, None)?;
+    let updated = match strategy {
+        "merge" => merge_updated_columns(config, columns),
+        _ => None,
+    };
+    let frame = match updated {
+        None => kept.union(new_frame)?,
+        Some(updated) => {
+            // A matched row takes only the updated columns from its
+            // new version (merge_update_columns / merge_exclude_columns).
+            let target = old.alias("__target")?;
+            let qualified = |side: &str| -> Vec<String> {
+                keys.iter().map(|k| format!("{side}.{k}")).collect()
+            };
+            let (left, right) = (qualified("__target"), qualified("__source"));
+            let left: Vec<&str> = left.iter().map(String::as_str).collect();
+            let right: Vec<&str> = right.iter().map(String::as_str).collect();
+            let matched = target
+                .join(
+                    new_frame.clone().alias("__source")?,
+                    JoinType::Inner,
+                    &left,
+                    &right,
+                    None,
+                )?
+                .select(
+                    columns
+                        .iter()
+                        .map(|(c, _)| {
+                            let side = if updated.iter().any(|u| u == c) {
+                                "__source"
+                            } else {
+                                "__target"
+                            };
+                            Expr::Column(Column::new(Some(side), *c)).alias(*c)
+                        })
+                        .collect::<Vec<_>>(),
+                )?;
+            let existing_keys = keys_of(work.ctx.table(name).await?)?;
+            let fresh =
+                new_frame.join(existing_keys, JoinType::LeftAnti, &keys, &key_names, None)?;
+            kept.union(matched)?.union(fresh)?
+        }
+    };
+    Ok(frame)
+}
+
+/// The columns a merge updates in matched rows, when the model limits them
+/// (`merge_update_columns`, or every column but the keys and
+/// `merge_exclude_columns`); `None` updates the whole row.
+fn merge_updated_columns(
+    config: &plinth_pipelines::NodeConfig,
+    columns: &[(&str, &DataType)],
+) -> Option<Vec<String>> {
+    let list = |key: &str| -> Option<Vec<String>> {
+        config.raw.get(key)?.as_array().map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    if let Some(updated) = list("merge_update_columns") {
+        return Some(updated);
+    }
+    let excluded = list("merge_exclude_columns")?;
+    Some(
+        columns
+            .iter()
+            .map(|(c, _)| c.to_string())
+            .filter(|c| !excluded.contains(c) && !config.unique_key.contains(c))
+            .collect(),
+    )
 }
 
 /// A seed: the CSV file with inferred types, `column_types` applied as casts.

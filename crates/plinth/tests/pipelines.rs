@@ -508,9 +508,9 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
     );
 }
 
-/// A timestamp snapshot and a merge-incremental model, built twice with the
-/// source changed in between, agree with dbt-duckdb row for row, dbt_scd_id
-/// included.
+/// A timestamp snapshot and merge-incremental models (one updating only some
+/// columns), built twice with the source changed in between, agree with
+/// dbt-duckdb row for row, dbt_scd_id included.
 #[test]
 fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
     let files = [
@@ -535,6 +535,11 @@ fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
              select id, name, updated_at from {{ ref('people') }}\n\
              {% if is_incremental() %}where updated_at > (select max(updated_at) from {{ this }}){% endif %}\n",
         ),
+        (
+            "models/names_only.sql",
+            "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', merge_update_columns=['name']) }}\n\
+             select id, name, updated_at from {{ ref('people') }}\n",
+        ),
     ];
     let dbt_project = project_of(&files);
     let project = project_of(&files);
@@ -551,7 +556,15 @@ fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
         &dbt_project,
         "inline.duckdb",
         data.path(),
-        &["people", "people_history", "latest"],
+        &["people", "people_history", "latest", "names_only"],
+    );
+    // The merge took only the name of the changed row.
+    assert_eq!(
+        rows(
+            data.path(),
+            "select name, cast(updated_at as varchar) from names_only where id = 1"
+        ),
+        vec![vec![json!("Anna"), json!("2024-01-01T10:00:00")]]
     );
 }
 
