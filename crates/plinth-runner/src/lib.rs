@@ -49,7 +49,7 @@ use plinth_pipelines::{
 use plinth_warehouse::{Relation, Version, Warehouse};
 use serde_json::{Value, json};
 
-pub use project_run::{ProjectRun, VACUUM_GRACE, load_project, run_project};
+pub use project_run::{ProjectRun, load_project, run_project};
 pub use schedule::Command;
 
 /// The schema that holds the failing rows of tests with `store_failures`.

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::{Command, Outcome, Progress, RunRequest, execute};
 
 /// How long replaced warehouse files stay for queries that still read them.
-pub const VACUUM_GRACE: Duration = Duration::from_secs(300);
+const VACUUM_GRACE: Duration = Duration::from_secs(300);
 
 /// What to run, as the command line says it.
 #[derive(Debug, Clone)]
