@@ -22,8 +22,13 @@
 //! the model's inputs are built and before the model; a model whose unit
 //! test fails is not built (nor anything downstream).
 //!
+//! Beside runs: the catalog of a project over the warehouse ([`catalog`]),
+//! column lineage from DataFusion logical plans ([`lineage`]) and source
+//! freshness ([`freshness`]).
+//!
 //! This crate owns no storage format and no SQL dialect: relations are the
-//! warehouse's, SQL is DataFusion's, projects are `plinth-pipelines`'.
+//! warehouse's, SQL is DataFusion's (with `plinth_warehouse::dialect`
+//! applied to pipeline plans), projects are `plinth-pipelines`'.
 
 pub mod catalog;
 pub mod freshness;
