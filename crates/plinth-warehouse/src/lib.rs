@@ -375,6 +375,20 @@ struct VersionSchema {
 }
 
 impl VersionSchema {
+    /// The relation called `name`, ignoring case when no name matches
+    /// exactly: SQL folds unquoted names to lower case, and relation names
+    /// keep the case of the model's file, as in DuckDB where names are
+    /// case-insensitive.
+    fn relation(&self, name: &str) -> Option<(&str, &Relation)> {
+        if let Some((key, relation)) = self.relations.get_key_value(name) {
+            return Some((key, relation));
+        }
+        self.relations
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(key, relation)| (key.as_str(), relation))
+    }
+
     fn table_provider(&self, files: &[DataFile]) -> Result<Arc<dyn TableProvider>> {
         let first = files.first().context("a table relation without files")?;
         let schema = parquet_schema(&self.dir.join(&first.path))?;
@@ -411,7 +425,7 @@ impl SchemaProvider for VersionSchema {
         if let Some(table) = self.inner.table(name).await? {
             return Ok(Some(table));
         }
-        let Some(relation) = self.relations.get(name) else {
+        let Some((name, relation)) = self.relation(name) else {
             return Ok(None);
         };
         let cached = self
@@ -463,7 +477,7 @@ impl SchemaProvider for VersionSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name) || self.relations.contains_key(name)
+        self.inner.table_exist(name) || self.relation(name).is_some()
     }
 }
 

@@ -1029,3 +1029,60 @@ fn serve_builds_on_its_schedule() {
     }
     assert!(data.path().join("pipeline_runs.jsonl").is_file());
 }
+
+#[test]
+fn test_configs_decide_pass_warn_and_fail() {
+    let project = project_of(&[
+        ("seeds/src.csv", "id,v,w\n1,1,a\n2,-1,\n3,-2,\n4,5,b\n"),
+        ("models/m.sql", "select id, v, w from {{ ref('src') }}\n"),
+        (
+            "tests/few_negatives.sql",
+            "{{ config(warn_if='>1', error_if='>2') }}\nselect * from {{ ref('m') }} where v < 0\n",
+        ),
+        (
+            "models/schema.yml",
+            "version: 2
+models:
+  - name: m
+    columns:
+      - name: w
+        data_tests:
+          - not_null:
+              config:
+                where: \"v > 0\"
+      - name: v
+        data_tests:
+          - accepted_values:
+              arguments:
+                values: [1, 5]
+                quote: false
+              config:
+                severity: warn
+                limit: 1
+                store_failures: true
+",
+        ),
+    ]);
+    let data = tempfile::tempdir().unwrap();
+    let stderr = build_ok(&project, data.path(), &[]);
+    assert!(stderr.contains("1 pass, 2 warn"), "{stderr}");
+    // `limit` caps the stored failing rows.
+    assert_eq!(
+        count(
+            data.path(),
+            "select count(*) from dbt_test__audit.accepted_values_m_v__False__1__5"
+        ),
+        1
+    );
+
+    std::fs::write(
+        project.join("seeds/src.csv"),
+        "id,v,w\n1,1,a\n2,-1,\n3,-2,\n4,-5,b\n",
+    )
+    .unwrap();
+    let output = build(&project, data.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("few_negatives (FAIL 3)"), "{stderr}");
+    assert_eq!(count(data.path(), "select count(*) from m where v < 0"), 2);
+}
