@@ -48,8 +48,9 @@ pub use config::{NodeConfig, Severity, TestStatus};
 pub use error::PipelineError;
 pub use project::{
     BUILTIN_SOURCE, BUILTIN_SOURCE_TABLES, ColumnInfo, DocBlock, Exposure, Freshness,
-    FreshnessThreshold, LoadOptions, MacroInfo, Node, NodeId, Project, ResourceType, SourceTable,
-    Target, TestMetadata, UnitTest, UnitTestExpect, UnitTestInput, parse_cli_vars,
+    FreshnessThreshold, LoadOptions, MacroInfo, Node, NodeId, PLINTH_SETTINGS_FILE, Project,
+    ResourceType, SourceTable, Target, TestMetadata, UnitTest, UnitTestExpect, UnitTestInput,
+    build_schedule, parse_cli_vars,
 };
 pub use render::ephemeral_cte_name;
 pub use select::select;

@@ -238,7 +238,8 @@ pub struct ServeArgs {
     /// /api/v1/pipelines/run) and to document (GET /api/v1/catalog).
     #[arg(long, value_name = "DIR")]
     pub project: Option<PathBuf>,
-    /// Build the project this often, e.g. 15m, 1h, 1d; the first build at start.
+    /// Build the project this often, e.g. 15m, 1h, 1d; the first build at
+    /// start. By default, `build_every` in the project's plinth.yml.
     #[arg(long, value_name = "INTERVAL", requires = "project", value_parser = parse_interval)]
     pub build_every: Option<std::time::Duration>,
 }
@@ -390,7 +391,7 @@ pub struct MaintainArgs {
 }
 
 /// Intervals such as `90s`, `15m`, `1h`, `1d`.
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

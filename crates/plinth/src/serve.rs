@@ -45,7 +45,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
             ))),
             None => None,
         };
-        if let (Some(service), Some(every)) = (&pipelines, args.build_every) {
+        let build_every = match (&args.project, args.build_every) {
+            (Some(project), None) => plinth_pipelines::build_schedule(project)?
+                .map(|every| {
+                    crate::cli::parse_interval(&every).map_err(|e| {
+                        anyhow::anyhow!("{}: {e}", plinth_pipelines::PLINTH_SETTINGS_FILE)
+                    })
+                })
+                .transpose()?,
+            (_, every) => every,
+        };
+        if let (Some(service), Some(every)) = (&pipelines, build_every) {
             tokio::spawn(service.clone().run_every(every));
         }
         println!(

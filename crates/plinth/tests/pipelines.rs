@@ -995,19 +995,12 @@ fn a_killed_build_leaves_production_whole() {
 }
 
 #[test]
-fn serve_builds_on_its_schedule() {
+fn serve_builds_on_the_schedule_in_plinth_yml() {
     let project = small_shop();
+    std::fs::write(project.join("plinth.yml"), "build_every: 1h\n").unwrap();
     let data = tempfile::tempdir().unwrap();
     let (admin, _) = common::admin_and_capture_keys(data.path().to_str().unwrap());
-    let server = common::Server::start_with(
-        data.path(),
-        &[
-            "--project",
-            project.to_str().unwrap(),
-            "--build-every",
-            "1h",
-        ],
-    );
+    let server = common::Server::start_with(data.path(), &["--project", project.to_str().unwrap()]);
     let client = reqwest::blocking::Client::new();
     // The first scheduled build starts at once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
