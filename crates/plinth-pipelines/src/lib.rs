@@ -10,6 +10,10 @@
 //! tokio or the store: materialisation, running tests and write-audit-publish
 //! belong to the engine side, which consumes [`CompiledProject`].
 //!
+//! dbt's cross-database macros are the `dbt` namespace in every node and
+//! macro (`dbt.datediff(...)`, `dbt.type_string()`), rendering DuckDB's
+//! meaning in DataFusion SQL, since projects come from dbt-duckdb.
+//!
 //! Relation names: models, seeds and snapshots live in Plinth's store as plain
 //! table names, so `ref('x')` renders as x's alias (or name), `source('s', 't')`
 //! as the table's `identifier` (or name), and `this` as the node's own
