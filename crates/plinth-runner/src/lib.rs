@@ -18,6 +18,9 @@
 //!   keeps what succeeded; a failure skips the nodes downstream of it.
 //! - `test` (tests, against production): only stored failures.
 //!
+//! Sources with dbt-duckdb's `meta.external_location` are staged as
+//! relations over those files, and published with the run.
+//!
 //! `build` and `test` also run the unit tests of the selected models, once
 //! the model's inputs are built and before the model; a model whose unit
 //! test fails is not built (nor anything downstream).
@@ -40,7 +43,7 @@ mod snapshot;
 mod unit_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -161,6 +164,7 @@ pub async fn execute(
     let plan = schedule::Plan::new(request.compiled, &request.selected, request.command);
     let total = plan.nodes.len();
     let mut staged = base.relations.clone();
+    staged.extend(external_sources(request.compiled, &request.project_root));
     let mut audits: BTreeMap<String, Relation> = BTreeMap::new();
     let mut statuses: BTreeMap<&NodeId, RunStatus> = BTreeMap::new();
     let mut results = Vec::with_capacity(total);
@@ -256,6 +260,35 @@ pub async fn execute(
         published,
         failed,
     })
+}
+
+/// dbt-duckdb's sources with `meta.external_location`, as relations read in
+/// place: `{name}` and `{identifier}` in the location are the table's; a
+/// location written as a DuckDB call (`read_csv('data/x.csv', ...)`) means
+/// its first quoted string; relative paths are from the project folder.
+fn external_sources(compiled: &CompiledProject, root: &Path) -> BTreeMap<String, Relation> {
+    compiled
+        .sources
+        .values()
+        .filter_map(|source| {
+            let template = source.meta.get("external_location")?.as_str()?;
+            let text = template
+                .replace("{name}", &source.name)
+                .replace("{identifier}", &source.identifier);
+            let path = match text.split('\'').nth(1) {
+                Some(quoted) if text.contains('(') => quoted.to_string(),
+                _ => text.trim().trim_matches('\'').to_string(),
+            };
+            // Absolute, so that later queries find it from any folder.
+            let path = std::path::absolute(root.join(path)).ok()?;
+            Some((
+                source.identifier.clone(),
+                Relation::External {
+                    location: path.to_string_lossy().into_owned(),
+                },
+            ))
+        })
+        .collect()
 }
 
 async fn run_node<'a>(

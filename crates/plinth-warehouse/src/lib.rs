@@ -9,7 +9,7 @@
 //! ```
 //!
 //! A [`Version`] maps each relation name to a [`Relation`]: a table (its
-//! Parquet files) or a view (its SQL). A build writes new files first
+//! Parquet files), a view (its SQL), or external files read in place. A build writes new files first
 //! ([`Warehouse::write_table`]); they are *staged*: on disk, but named by no
 //! published version, so no reader sees them. [`Warehouse::publish`] then
 //! commits the next version in one put-if-absent log commit (see
@@ -48,6 +48,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::ViewTable;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -73,13 +75,17 @@ pub enum Relation {
     Table { files: Vec<DataFile> },
     /// A query over other relations, planned when a session registers it.
     View { sql: String },
+    /// CSV or Parquet files outside the warehouse, read where they are at
+    /// each query (dbt-duckdb's `external_location` sources): an absolute
+    /// path, globs allowed, its extension naming the format.
+    External { location: String },
 }
 
 impl Relation {
     pub fn rows(&self) -> Option<u64> {
         match self {
             Relation::Table { files } => Some(files.iter().map(|f| f.rows).sum()),
-            Relation::View { .. } => None,
+            Relation::View { .. } | Relation::External { .. } => None,
         }
     }
 }
@@ -339,7 +345,7 @@ pub fn parquet_schema(path: &Path) -> Result<SchemaRef> {
 fn table_files(relations: &BTreeMap<String, Relation>) -> impl Iterator<Item = &str> {
     relations.values().flat_map(|r| match r {
         Relation::Table { files } => files.iter().map(|f| f.path.as_str()).collect(),
-        Relation::View { .. } => Vec::new(),
+        Relation::View { .. } | Relation::External { .. } => Vec::new(),
     })
 }
 
@@ -441,6 +447,16 @@ impl SchemaProvider for VersionSchema {
             Relation::Table { files } => self
                 .table_provider(files)
                 .map_err(|e| DataFusionError::External(e.into()))?,
+            Relation::External { location } => {
+                let state = self.state.get().ok_or_else(|| {
+                    DataFusionError::Internal(format!(
+                        "{name} resolved before its session was ready"
+                    ))
+                })?;
+                external_table(state, location).await.map_err(|e| {
+                    DataFusionError::Plan(format!("source {name} at {location}: {}", e.find_root()))
+                })?
+            }
             Relation::View { sql } => {
                 let state = self.state.get().ok_or_else(|| {
                     DataFusionError::Internal(format!(
@@ -479,6 +495,38 @@ impl SchemaProvider for VersionSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name) || self.relation(name).is_some()
     }
+}
+
+/// A listing table over CSV (with a header) or Parquet files, by extension,
+/// with the schema inferred from them.
+async fn external_table(
+    state: &SessionState,
+    location: &str,
+) -> DataFusionResult<Arc<dyn TableProvider>> {
+    let extension = Path::new(location)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let format: Arc<dyn FileFormat> = match extension.as_str() {
+        "csv" => Arc::new(
+            CsvFormat::default()
+                .with_has_header(true)
+                .with_schema_infer_max_rec(1_000_000),
+        ),
+        "parquet" => Arc::new(ParquetFormat::default()),
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "external files must be .csv or .parquet, not .{other}"
+            )));
+        }
+    };
+    let options = ListingOptions::new(format).with_file_extension(format!(".{extension}"));
+    let config = ListingTableConfig::new(ListingTableUrl::parse(location)?)
+        .with_listing_options(options)
+        .infer_schema(state)
+        .await?;
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 fn remove_empty_folders(dir: &Path) -> Result<()> {

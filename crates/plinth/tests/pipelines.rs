@@ -508,9 +508,10 @@ fn dbt_duckdb_and_plinth_build_the_same_rows() {
     );
 }
 
-/// A timestamp snapshot and merge-incremental models (one updating only some
-/// columns), built twice with the source changed in between, agree with
-/// dbt-duckdb row for row, dbt_scd_id included.
+/// A timestamp snapshot, merge-incremental models (one updating only some
+/// columns) and a model over an external CSV source, built twice with the
+/// source changed in between, agree with dbt-duckdb row for row, dbt_scd_id
+/// included.
 #[test]
 fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
     let files = [
@@ -535,6 +536,15 @@ fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
              select id, name, updated_at from {{ ref('people') }}\n\
              {% if is_incremental() %}where updated_at > (select max(updated_at) from {{ this }}){% endif %}\n",
         ),
+        ("data/raw_items.csv", "id,label,price\n1,pen,1.5\n2,ink,3\n"),
+        (
+            "models/sources.yml",
+            "version: 2\nsources:\n  - name: raw\n    meta:\n      external_location: \"data/{name}.csv\"\n    tables:\n      - name: raw_items\n",
+        ),
+        (
+            "models/items.sql",
+            "select id, label, price * 2 as doubled from {{ source('raw', 'raw_items') }}\n",
+        ),
         (
             "models/names_only.sql",
             "{{ config(materialized='incremental', unique_key='id', incremental_strategy='merge', merge_update_columns=['name']) }}\n\
@@ -556,7 +566,7 @@ fn dbt_duckdb_and_plinth_agree_on_snapshots_and_incremental_runs() {
         &dbt_project,
         "inline.duckdb",
         data.path(),
-        &["people", "people_history", "latest", "names_only"],
+        &["people", "people_history", "latest", "names_only", "items"],
     );
     // The merge took only the name of the changed row.
     assert_eq!(
