@@ -7,6 +7,10 @@
 //! run statements that touch server files or define tables outside the store
 //! (`CREATE EXTERNAL TABLE`, `COPY`, `SET`, DDL and DML).
 //!
+//! Besides the store's tables, a session sees the relations pipelines built:
+//! the newest published version of the warehouse, or, for a build auditing
+//! its own work, the staged version it passes to [`Engine::session`].
+//!
 //! This crate knows nothing of HTTP, users or keys: callers say what a query
 //! may do.
 
@@ -25,6 +29,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use plinth_store::{Store, TableProviderExt};
+use plinth_warehouse::{Version, Warehouse};
 
 /// Limits that bound every query.
 #[derive(Debug, Clone)]
@@ -97,14 +102,18 @@ pub struct Engine {
     limits: Limits,
     /// `events.person_id` resolves through merges (see [`person_overrides`]).
     person_overrides: Arc<person_overrides::OverridesCache>,
+    /// The relations pipelines publish beside the store.
+    warehouse: Warehouse,
 }
 
 impl Engine {
     pub fn new(store: Arc<Store>, limits: Limits) -> Engine {
+        let warehouse = Warehouse::reader(store.root());
         Engine {
             store,
             limits,
             person_overrides: Arc::default(),
+            warehouse,
         }
     }
 
@@ -151,6 +160,24 @@ impl Engine {
         Ok(ctx)
     }
 
+    /// A fresh session (see [`Engine::context`]) that also sees the
+    /// warehouse: `staged` when given (a build reading its own unpublished
+    /// relations), else the newest published version. The store's tables
+    /// win over relations of the same name.
+    pub async fn session(&self, staged: Option<&Version>) -> Result<SessionContext, QueryError> {
+        let ctx = self.context()?;
+        let warehouse_error = |e: anyhow::Error| QueryError::Internal(format!("{e:#}"));
+        match staged {
+            Some(version) => self.warehouse.register(&ctx, version),
+            None => self
+                .warehouse
+                .latest()
+                .and_then(|version| self.warehouse.register(&ctx, &version)),
+        }
+        .map_err(warehouse_error)?;
+        Ok(ctx)
+    }
+
     /// Plans and runs `sql` within the limits.
     pub async fn query(
         &self,
@@ -165,7 +192,7 @@ impl Engine {
     }
 
     async fn run(&self, sql: &str, privileges: Privileges) -> Result<QueryResult, QueryError> {
-        let ctx = self.context()?;
+        let ctx = self.session(None).await?;
         let options = match privileges {
             Privileges::Admin => SQLOptions::new(),
             Privileges::ReadStore => SQLOptions::new()

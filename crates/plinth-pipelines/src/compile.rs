@@ -28,6 +28,11 @@ pub struct CompileContext {
     pub run_started_at: String,
     /// `invocation_id` as Jinja sees it.
     pub invocation_id: String,
+    /// Leave ephemeral models out of the SQL that uses them: their `ref`s
+    /// still render as their CTE names ([`crate::ephemeral_cte_name`]), but
+    /// no CTE is injected, so a unit test can provide a relation of that
+    /// name instead.
+    pub ephemerals_as_relations: bool,
 }
 
 /// A node with its compiled SQL.
@@ -181,7 +186,11 @@ pub fn compile(project: &Project, ctx: &CompileContext) -> Result<CompiledProjec
         for hook in &node.config.post_hook {
             post_hooks.push(render(hook, 0)?);
         }
-        let compiled_sql = inject_ephemerals(&body, &direct_ephemerals, &ephemeral_parts, project);
+        let compiled_sql = if ctx.ephemerals_as_relations {
+            body.clone()
+        } else {
+            inject_ephemerals(&body, &direct_ephemerals, &ephemeral_parts, project)
+        };
         if node.config.materialized == "ephemeral" {
             ephemeral_parts.insert(id.clone(), (body, direct_ephemerals));
         }

@@ -10,6 +10,10 @@
 //! tokio or the store: materialisation, running tests and write-audit-publish
 //! belong to the engine side, which consumes [`CompiledProject`].
 //!
+//! dbt's cross-database macros are the `dbt` namespace in every node and
+//! macro (`dbt.datediff(...)`, `dbt.type_string()`), rendering DuckDB's
+//! meaning in DataFusion SQL, since projects come from dbt-duckdb.
+//!
 //! Relation names: models, seeds and snapshots live in Plinth's store as plain
 //! table names, so `ref('x')` renders as x's alias (or name), `source('s', 't')`
 //! as the table's `identifier` (or name), and `this` as the node's own
@@ -48,7 +52,9 @@ pub use config::{NodeConfig, Severity, TestStatus};
 pub use error::PipelineError;
 pub use project::{
     BUILTIN_SOURCE, BUILTIN_SOURCE_TABLES, ColumnInfo, DocBlock, Exposure, Freshness,
-    FreshnessThreshold, LoadOptions, MacroInfo, Node, NodeId, Project, ResourceType, SourceTable,
-    Target, TestMetadata, UnitTest, UnitTestExpect, UnitTestInput, parse_cli_vars,
+    FreshnessThreshold, LoadOptions, MacroInfo, Node, NodeId, PLINTH_SETTINGS_FILE, Project,
+    ResourceType, SourceTable, Target, TestMetadata, UnitTest, UnitTestExpect, UnitTestInput,
+    build_schedule, parse_cli_vars,
 };
+pub use render::ephemeral_cte_name;
 pub use select::select;

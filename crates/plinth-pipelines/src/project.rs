@@ -108,6 +108,33 @@ pub struct LoadOptions {
     pub target: Target,
 }
 
+/// The file beside `dbt_project.yml` that holds Plinth's own settings for a
+/// project (dbt refuses unknown keys in `dbt_project.yml`).
+pub const PLINTH_SETTINGS_FILE: &str = "plinth.yml";
+
+/// How often `plinth serve` builds the project in `dir`: `build_every` in
+/// its `plinth.yml` (`15m`, `1h`, ...), if the file and the key exist.
+pub fn build_schedule(dir: &Path) -> Result<Option<String>, PipelineError> {
+    let path = dir.join(PLINTH_SETTINGS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PipelineError::io(path, e)),
+    };
+    let settings = parse_yaml(&text, PLINTH_SETTINGS_FILE)?;
+    Ok(match settings.get("build_every") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(every)) => Some(every.clone()),
+        Some(other) => {
+            return Err(PipelineError::invalid(
+                PLINTH_SETTINGS_FILE,
+                line_containing(&text, &["build_every"]),
+                format!("build_every must be an interval such as 1h, not {other}"),
+            ));
+        }
+    })
+}
+
 /// Parses a `--vars` argument (YAML or JSON mapping, as dbt accepts).
 pub fn parse_cli_vars(text: &str) -> Result<Map<String, Value>, PipelineError> {
     if text.trim().is_empty() {

@@ -29,6 +29,12 @@ use crate::error::PipelineError;
 use crate::project::{NodeId, Target};
 
 const MACROS_TEMPLATE: &str = "__macros__";
+/// dbt's cross-database macros, imported as `dbt` everywhere.
+const DBT_MACROS_TEMPLATE: &str = "<plinth>/dbt_macros.sql";
+const DBT_MACROS: &str = include_str!("dbt_macros.sql");
+/// Prepended to every rendered text, on its first line so that line numbers
+/// stay those of the file.
+const IMPORT_DBT: &str = "{% import \"<plinth>/dbt_macros.sql\" as dbt %}";
 
 /// Which of the two renders of a node this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,11 +307,11 @@ impl Renderer {
             joined_line += m.text.matches('\n').count() + 1;
         }
         let header = if macros.is_empty() {
-            String::new()
+            IMPORT_DBT.to_string()
         } else {
             let names: Vec<&str> = macros.iter().map(|m| m.name.as_str()).collect();
             format!(
-                "{{% from \"{MACROS_TEMPLATE}\" import {} %}}",
+                "{IMPORT_DBT}{{% from \"{MACROS_TEMPLATE}\" import {} %}}",
                 names.join(", ")
             )
         };
@@ -314,7 +320,9 @@ impl Renderer {
             header,
             spans,
         };
-        env.add_template_owned(MACROS_TEMPLATE, joined)
+        env.add_template(DBT_MACROS_TEMPLATE, DBT_MACROS)
+            .map_err(|e| renderer.error(e, DBT_MACROS_TEMPLATE, 0))?;
+        env.add_template_owned(MACROS_TEMPLATE, format!("{IMPORT_DBT}{joined}"))
             .map_err(|e| renderer.error(e, MACROS_TEMPLATE, 0))?;
 
         env.add_function(
@@ -558,6 +566,7 @@ fn add_node_functions(env: &mut Environment<'static>, scope: Arc<NodeScope>) {
 }
 
 /// The CTE name an ephemeral model is inlined under (dbt's spelling).
-pub(crate) fn ephemeral_cte_name(model_name: &str) -> String {
+/// The name an ephemeral model's `ref` renders as: its CTE's name.
+pub fn ephemeral_cte_name(model_name: &str) -> String {
     format!("__dbt__cte__{model_name}")
 }

@@ -16,13 +16,15 @@
 //! 413 body too large, 422 memory limit, 500 ours.
 //!
 //! Capture endpoints (PostHog, Segment) are in [`capture`]; experiment
-//! definitions and results in [`experiments`]; alerts in [`alerts`].
+//! definitions and results in [`experiments`]; alerts in [`alerts`];
+//! pipeline runs, the catalog and lineage in [`pipelines`].
 //!
 //! This crate wires the engine and the catalog to HTTP; it owns no data.
 
 pub mod alerts;
 pub mod capture;
 pub mod experiments;
+pub mod pipelines;
 mod tracking_plan;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The durable capture pipeline; `None` answers capture with 503.
     pub capture: Option<Arc<capture::CaptureService>>,
+    /// The pipeline project served; `None` answers its routes with 404.
+    pub pipelines: Option<Arc<pipelines::PipelineService>>,
 }
 
 /// The API routes.
@@ -67,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(capture::routes())
         .merge(experiments::routes())
         .merge(alerts::routes())
+        .merge(pipelines::routes())
         .with_state(state)
 }
 

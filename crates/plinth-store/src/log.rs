@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The folder, inside a table's folder, that holds the log.
@@ -74,7 +75,19 @@ fn parse_version(name: &str) -> Option<u64> {
 
 /// The newest published version, or an empty version 0 for a new table.
 pub fn read_latest(table_dir: &Path) -> Result<Snapshot> {
-    let log_dir = table_dir.join(LOG_DIR);
+    read_latest_state(table_dir)
+}
+
+/// Publishes `snapshot` as version `snapshot.version`; fails if that version
+/// already exists.
+pub fn commit(table_dir: &Path, snapshot: &Snapshot) -> Result<()> {
+    commit_state(table_dir, snapshot.version, snapshot)
+}
+
+/// The newest version of any log kept in `dir/_log` (the table log, the
+/// warehouse log), or `T::default()` when nothing was published yet.
+pub fn read_latest_state<T: DeserializeOwned + Default>(dir: &Path) -> Result<T> {
+    let log_dir = dir.join(LOG_DIR);
     let latest = match fs::read_dir(&log_dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
@@ -84,43 +97,43 @@ pub fn read_latest(table_dir: &Path) -> Result<Snapshot> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", log_dir.display())),
     };
     match latest {
-        None => Ok(Snapshot::default()),
+        None => Ok(T::default()),
         Some(version) => {
-            let path = version_path(table_dir, version);
+            let path = version_path(dir, version);
             let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             serde_json::from_slice(&text)
-                .with_context(|| format!("table log {} is not valid", path.display()))
+                .with_context(|| format!("log version {} is not valid", path.display()))
         }
     }
 }
 
-/// Publishes `snapshot` as version `snapshot.version`; fails if that version
-/// already exists.
-pub fn commit(table_dir: &Path, snapshot: &Snapshot) -> Result<()> {
-    let log_dir = table_dir.join(LOG_DIR);
+/// Publishes `state` as `version` of the log in `dir/_log`: written to a
+/// temporary file, fsynced, then hard-linked to its final name, which fails
+/// if another writer published that version first.
+pub fn commit_state(dir: &Path, version: u64, state: &impl Serialize) -> Result<()> {
+    let log_dir = dir.join(LOG_DIR);
     fs::create_dir_all(&log_dir)?;
     let tmp = log_dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
     {
         let mut file = fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec(snapshot)?)?;
+        file.write_all(&serde_json::to_vec(state)?)?;
         file.sync_all()?;
     }
-    let target = version_path(table_dir, snapshot.version);
+    let target = version_path(dir, version);
     let linked = fs::hard_link(&tmp, &target);
     fs::remove_file(&tmp)?;
     if let Err(e) = linked {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             bail!(
-                "version {} of {} was committed by another writer",
-                snapshot.version,
-                table_dir.display()
+                "version {version} of {} was committed by another writer",
+                dir.display()
             );
         }
         return Err(e).with_context(|| format!("publishing {}", target.display()));
     }
     sync_dir(&log_dir)?;
-    if snapshot.version > KEPT_VERSIONS {
-        let old = version_path(table_dir, snapshot.version - KEPT_VERSIONS - 1);
+    if version > KEPT_VERSIONS {
+        let old = version_path(dir, version - KEPT_VERSIONS - 1);
         let _ = fs::remove_file(old);
     }
     Ok(())

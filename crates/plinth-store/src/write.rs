@@ -135,6 +135,17 @@ pub(crate) fn day_name(day: i64) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
+/// How every Parquet file of a data directory is written: zstd level 1,
+/// row groups of [`ROW_GROUP_ROWS`].
+pub fn parquet_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
 fn write_one(
     table_dir: &Path,
     schema: &SchemaRef,
@@ -149,10 +160,7 @@ fn write_one(
     let path = table_dir.join(&relative);
     let folder = path.parent().expect("file has a folder");
     fs::create_dir_all(folder)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+    let props = parquet_properties();
     let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     writer.write(batch)?;

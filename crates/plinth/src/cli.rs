@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use plinth_runner::Command as RunnerCommand;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,23 @@ enum Command {
     Compile(ProjectArgs),
     /// List a dbt-compatible project's nodes in run order.
     Ls(ProjectArgs),
+    /// Build seeds, models and snapshots, test them, and publish them together
+    /// only if no error-severity test failed (write-audit-publish).
+    Build(RunArgs),
+    /// Build models only; publishes those that succeeded.
+    Run(RunArgs),
+    /// Run data tests against the published relations.
+    Test(RunArgs),
+    /// Load seeds (CSV files) only; publishes those that succeeded.
+    Seed(RunArgs),
+    /// The columns a model column is computed from, and those computed from it.
+    Lineage(LineageArgs),
+    /// Project documentation.
+    #[command(subcommand)]
+    Docs(DocsCommand),
+    /// Source tables.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
     /// Experiments: create from YAML, list, and compute results from the events.
@@ -180,6 +198,55 @@ pub struct ProjectArgs {
     pub full_refresh: bool,
 }
 
+/// A project run over a data directory (`build`, `run`, `test`, `seed`).
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Nodes built at once (dbt's --threads); each query uses every core.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub threads: usize,
+    /// Store every test's failing rows as dbt_test__audit.<test>.
+    #[arg(long)]
+    pub store_failures: bool,
+}
+
+#[derive(Subcommand)]
+pub enum DocsCommand {
+    /// Write target/manifest.json and target/catalog.json (descriptions,
+    /// owners, tags, columns with their built types, tests).
+    Generate(ProjectDataArgs),
+}
+
+#[derive(Subcommand)]
+pub enum SourceCommand {
+    /// How old each source's newest row is (loaded_at_field), against its
+    /// warn_after and error_after; writes target/sources.json.
+    Freshness(ProjectDataArgs),
+}
+
+/// A project and a data directory.
+#[derive(Args)]
+pub struct ProjectDataArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
+#[derive(Args)]
+pub struct LineageArgs {
+    /// A model column, e.g. orders.amount.
+    #[arg(value_name = "MODEL.COLUMN")]
+    pub column: String,
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub data: DataArg,
+}
+
 /// The data directory, shared by every command.
 #[derive(Args, Clone)]
 pub struct DataArg {
@@ -225,6 +292,14 @@ pub struct ServeArgs {
     pub data: DataArg,
     #[command(flatten)]
     pub serving: ServingArgs,
+    /// A dbt-compatible project to build on request (POST
+    /// /api/v1/pipelines/run) and to document (GET /api/v1/catalog).
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Build the project this often, e.g. 15m, 1h, 1d; the first build at
+    /// start. By default, `build_every` in the project's plinth.yml.
+    #[arg(long, value_name = "INTERVAL", requires = "project", value_parser = parse_interval)]
+    pub build_every: Option<std::time::Duration>,
 }
 
 /// How a server listens and what it bounds; shared by `serve` and `demo`.
@@ -405,6 +480,29 @@ pub struct MaintainArgs {
     pub vacuum_grace: u64,
 }
 
+/// Intervals such as `90s`, `15m`, `1h`, `1d`.
+pub fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not an interval such as 15m or 1h"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown interval unit {other:?}: use s, m, h or d")),
+    };
+    if number == 0 {
+        return Err("the interval must be longer than zero".to_string());
+    }
+    Ok(std::time::Duration::from_secs(number * seconds))
+}
+
 /// Sizes such as `512MiB`, `2GiB`, `1000000`.
 fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -437,6 +535,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stats => crate::stats::run(),
         Command::Compile(args) => crate::pipelines::compile_command(args),
         Command::Ls(args) => crate::pipelines::ls_command(args),
+        Command::Build(args) => crate::pipelines::run_command(RunnerCommand::Build, args),
+        Command::Run(args) => crate::pipelines::run_command(RunnerCommand::Run, args),
+        Command::Test(args) => crate::pipelines::run_command(RunnerCommand::Test, args),
+        Command::Seed(args) => crate::pipelines::run_command(RunnerCommand::Seed, args),
+        Command::Lineage(args) => crate::pipelines::lineage_command(args),
+        Command::Docs(DocsCommand::Generate(args)) => crate::pipelines::docs_generate_command(args),
+        Command::Source(SourceCommand::Freshness(args)) => {
+            crate::pipelines::source_freshness_command(args)
+        }
         Command::Anomalies(args) => crate::anomalies::run(args),
         Command::Experiment(command) => crate::experiments::run(command),
         Command::Alert(command) => crate::alerts::run(command),
@@ -445,7 +552,15 @@ pub fn run(cli: Cli) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_interval, parse_size};
+
+    #[test]
+    fn intervals_parse_with_units() {
+        assert_eq!(parse_interval("15m").unwrap().as_secs(), 900);
+        assert_eq!(parse_interval("1d").unwrap().as_secs(), 86_400);
+        assert!(parse_interval("0h").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

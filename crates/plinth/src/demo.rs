@@ -83,6 +83,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             engine,
             catalog,
             capture: Some(capture),
+            pipelines: None,
         };
         crate::serve::serve(listener, store, state).await
     })

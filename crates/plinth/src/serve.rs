@@ -1,5 +1,7 @@
 //! `plinth serve`: the HTTP API and the capture endpoints over a data
-//! directory, with background maintenance and the alert scheduler.
+//! directory, with background maintenance and the alert scheduler; with
+//! `--project`, the pipeline routes, and with `--build-every`, scheduled
+//! builds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +11,11 @@ use plinth_catalog::Catalog;
 use plinth_engine::Engine;
 use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
 use plinth_server::capture::{CaptureLimits, CaptureService};
+use plinth_server::pipelines::PipelineService;
 use plinth_server::{AppState, router};
 use plinth_store::{Mode, Store};
 use plinth_tracking_plan::TrackingPlan;
+use plinth_warehouse::Warehouse;
 
 use crate::cli::ServeArgs;
 
@@ -36,6 +40,27 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
         let plan = args.serving.tracking_plan.load(&args.data.dir)?;
         let capture = start_capture(&store, args.serving.capture.limits(), plan).await?;
+        let pipelines = match &args.project {
+            Some(project) => Some(Arc::new(PipelineService::new(
+                engine.clone(),
+                Warehouse::writer(&args.data.dir)?,
+                project.clone(),
+            ))),
+            None => None,
+        };
+        let build_every = match (&args.project, args.build_every) {
+            (Some(project), None) => plinth_pipelines::build_schedule(project)?
+                .map(|every| {
+                    crate::cli::parse_interval(&every).map_err(|e| {
+                        anyhow::anyhow!("{}: {e}", plinth_pipelines::PLINTH_SETTINGS_FILE)
+                    })
+                })
+                .transpose()?,
+            (_, every) => every,
+        };
+        if let (Some(service), Some(every)) = (&pipelines, build_every) {
+            tokio::spawn(service.clone().run_every(every));
+        }
         println!(
             "Plinth is serving {} on http://{address}",
             args.data.dir.display()
@@ -44,6 +69,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             engine,
             catalog,
             capture: Some(capture),
+            pipelines,
         };
         serve(listener, store, state).await
     })

@@ -86,6 +86,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// A server with more `plinth serve` arguments (e.g. `--project DIR`).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = plinth()
             .args([
                 "serve",
@@ -94,6 +99,7 @@ impl Server {
                 "--listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
