@@ -111,10 +111,25 @@ fn compaction_killed_at_random_moments_leaves_the_table_whole() {
         "{files_before} files for {days} days: nothing to compact"
     );
     let maintain = ["maintain", "--data", data_arg, "--vacuum-grace", "0"];
+    // How long a whole compaction of this data takes here, timed on a copy:
+    // kills drawn within that span land while one runs, however fast the
+    // machine (fixed bounds let a fast compaction finish before any kill).
+    let probe = dir.path().join("probe");
+    copy_dir(&data, &probe);
+    let started = Instant::now();
+    run_ok(&[
+        "maintain",
+        "--data",
+        probe.to_str().unwrap(),
+        "--vacuum-grace",
+        "0",
+    ]);
+    let whole_ms = (started.elapsed().as_millis() as u64).max(40);
     let mut moments = Moments::from_env_or_clock();
     let mut kills = 0;
     for _ in 0..5 {
-        if kill_after(&maintain, Duration::from_millis(moments.next_ms(20, 600))) {
+        let after = moments.next_ms(whole_ms / 20, whole_ms * 9 / 10);
+        if kill_after(&maintain, Duration::from_millis(after)) {
             kills += 1;
         }
         assert_eq!(assert_no_duplicates(&data), total);
@@ -144,6 +159,19 @@ fn compaction_killed_at_random_moments_leaves_the_table_whole() {
         "SELECT string_agg(d || ':' || n, ',' ORDER BY d) FROM (SELECT to_char(timestamp, '%Y-%m-%d') AS d, count(*) AS n FROM events GROUP BY d)",
     ]);
     assert_eq!(ours.lines().nth(1).unwrap().trim_matches('"'), duck_days);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 fn parquet_files(dir: &Path) -> u64 {
