@@ -267,8 +267,51 @@ pub(crate) fn finish(parts: EventParts) -> NormalizedEvent {
     }
 }
 
+/// Normalizes one event in two steps: `check` reads it by reference and
+/// says why it is unusable, if it is; only then does `build` take it apart.
+/// So the raw text a rejection keeps is serialized for rejected events only.
+pub(crate) fn check_then_build<Checked>(
+    item: Value,
+    check: impl FnOnce(&Map<String, Value>) -> Result<Checked, String>,
+    build: impl FnOnce(Checked, Map<String, Value>) -> NormalizedEvent,
+    max_event_bytes: usize,
+) -> Result<NormalizedEvent, Rejected> {
+    let checked = match check_size_and_shape(&item, max_event_bytes).and_then(check) {
+        Ok(checked) => checked,
+        Err(reason) => {
+            return Err(Rejected {
+                reason,
+                raw: item.to_string(),
+            });
+        }
+    };
+    match item {
+        Value::Object(object) => Ok(build(checked, object)),
+        _ => unreachable!("check_size_and_shape accepts only objects"),
+    }
+}
+
+/// An event must be an object no larger than the limit.
+fn check_size_and_shape(
+    item: &Value,
+    max_event_bytes: usize,
+) -> Result<&Map<String, Value>, String> {
+    if max_event_bytes < usize::MAX {
+        let size = json_len(item);
+        if size > max_event_bytes {
+            return Err(format!(
+                "event of {size} bytes exceeds the {max_event_bytes}-byte limit"
+            ));
+        }
+    }
+    match item {
+        Value::Object(object) => Ok(object),
+        _ => Err("event is not a JSON object".into()),
+    }
+}
+
 /// The length of `value` as compact JSON, counted without building the text.
-pub(crate) fn json_len(value: &Value) -> usize {
+fn json_len(value: &Value) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

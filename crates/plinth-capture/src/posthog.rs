@@ -215,18 +215,15 @@ pub(crate) fn normalize_event(
     item: Value,
     context: &EventContext,
 ) -> Result<NormalizedEvent, Rejected> {
-    let checked = match check_event(&item, context) {
-        Ok(checked) => checked,
-        Err(reason) => {
-            return Err(Rejected {
-                reason,
-                raw: item.to_string(),
-            });
-        }
-    };
-    let Value::Object(mut object) = item else {
-        unreachable!("check_event accepts only objects")
-    };
+    event::check_then_build(
+        item,
+        |object| check_event(object, context),
+        build_event,
+        context.max_event_bytes,
+    )
+}
+
+fn build_event(checked: CheckedEvent, mut object: Map<String, Value>) -> NormalizedEvent {
     let mut properties = match object.remove("properties") {
         Some(Value::Object(properties)) => properties,
         _ => Map::new(),
@@ -243,13 +240,13 @@ pub(crate) fn normalize_event(
             }
         }
     }
-    Ok(event::finish(EventParts {
+    event::finish(EventParts {
         uuid: event::id_text(object.get("uuid")),
         event: checked.event,
         distinct_id: checked.distinct_id,
         timestamp_micros: checked.timestamp_micros,
         properties,
-    }))
+    })
 }
 
 /// What [`check_event`] read from a valid event.
@@ -260,19 +257,10 @@ struct CheckedEvent {
 }
 
 /// Validates one event without taking it apart; the reason if it is unusable.
-fn check_event(item: &Value, context: &EventContext) -> Result<CheckedEvent, String> {
-    if context.max_event_bytes < usize::MAX {
-        let size = event::json_len(item);
-        if size > context.max_event_bytes {
-            return Err(format!(
-                "event of {size} bytes exceeds the {}-byte limit",
-                context.max_event_bytes
-            ));
-        }
-    }
-    let Value::Object(object) = item else {
-        return Err("event is not a JSON object".into());
-    };
+fn check_event(
+    object: &Map<String, Value>,
+    context: &EventContext,
+) -> Result<CheckedEvent, String> {
     let empty = Map::new();
     let properties = match object.get("properties") {
         None | Some(Value::Null) => &empty,

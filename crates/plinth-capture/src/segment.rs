@@ -266,19 +266,10 @@ struct CheckedMessage {
 /// Validates one message without taking it apart; the reason if it is
 /// unusable. Building the event afterwards cannot fail, so the raw text a
 /// rejection keeps is serialized only for rejected messages.
-fn check_message(item: &Value, context: &MessageContext<'_>) -> Result<CheckedMessage, String> {
-    if context.max_event_bytes < usize::MAX {
-        let size = event::json_len(item);
-        if size > context.max_event_bytes {
-            return Err(format!(
-                "event of {size} bytes exceeds the {}-byte limit",
-                context.max_event_bytes
-            ));
-        }
-    }
-    let Value::Object(object) = item else {
-        return Err("event is not a JSON object".into());
-    };
+fn check_message(
+    object: &Map<String, Value>,
+    context: &MessageContext<'_>,
+) -> Result<CheckedMessage, String> {
     let call = match (context.call, object.get("type")) {
         (Some(call), _) => call,
         (None, Some(Value::String(name))) => {
@@ -348,18 +339,19 @@ pub(crate) fn normalize_message(
     item: Value,
     context: &MessageContext<'_>,
 ) -> Result<NormalizedEvent, Rejected> {
-    let checked = match check_message(&item, context) {
-        Ok(checked) => checked,
-        Err(reason) => {
-            return Err(Rejected {
-                reason,
-                raw: item.to_string(),
-            });
-        }
-    };
-    let Value::Object(mut object) = item else {
-        unreachable!("check_message accepts only objects")
-    };
+    event::check_then_build(
+        item,
+        |object| check_message(object, context),
+        |checked, object| build_message(checked, object, context),
+        context.max_event_bytes,
+    )
+}
+
+fn build_message(
+    checked: CheckedMessage,
+    mut object: Map<String, Value>,
+    context: &MessageContext<'_>,
+) -> NormalizedEvent {
     let CheckedMessage {
         call,
         user_id,
@@ -436,11 +428,11 @@ pub(crate) fn normalize_message(
         properties.insert("context".into(), Value::Object(merged_context));
     }
 
-    Ok(event::finish(EventParts {
+    event::finish(EventParts {
         uuid: event::id_text(object.get("messageId")),
         event,
         distinct_id,
         timestamp_micros,
         properties,
-    }))
+    })
 }
