@@ -54,12 +54,7 @@ async fn create(
     user: User,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if user.role < Role::Analyst {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "creating alerts needs an analyst or admin key",
-        ));
-    }
+    user.require(Role::Analyst, "creating alerts")?;
     let alert = AlertDefinition::parse(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     state

@@ -64,12 +64,7 @@ async fn create(
     user: User,
     body: String,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if user.role < Role::Analyst {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "creating experiments needs an analyst or admin key",
-        ));
-    }
+    user.require(Role::Analyst, "creating experiments")?;
     let experiment = ExperimentDefinition::parse(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let name = &experiment.definition.name;

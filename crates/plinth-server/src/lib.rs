@@ -148,6 +148,23 @@ pub struct User {
     pub role: Role,
 }
 
+impl User {
+    /// Refuses (403) a caller whose role is below `least`; `doing` names
+    /// the action in the message, e.g. "creating alerts".
+    pub fn require(&self, least: Role, doing: &str) -> Result<(), ApiError> {
+        if self.role < least {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{doing} needs a key with the {} role or a higher one",
+                    format!("{least:?}").to_lowercase()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl FromRequestParts<AppState> for User {
     type Rejection = ApiError;
 
