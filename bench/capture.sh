@@ -53,7 +53,9 @@ local f = io.open("$WORK/$kind.json"); wrk.body = f:read("*a"); f:close()
 EOF
 done
 
-"$PLINTH" serve --data "$DATA" --listen 127.0.0.1:8765 >"$WORK/serve.log" 2>&1 &
+# SERVE_ARGS passes settings to the server, e.g. SERVE_ARGS="--flush-interval 1s".
+# shellcheck disable=SC2086
+"$PLINTH" serve --data "$DATA" --listen 127.0.0.1:8765 ${SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:8765/healthz >/dev/null && break; sleep 0.1; done

@@ -91,7 +91,7 @@ impl CaptureConfig {
     pub fn new(data_dir: &Path) -> CaptureConfig {
         CaptureConfig {
             wal_dir: data_dir.join("wal"),
-            flush_interval: Duration::from_secs(5),
+            flush_interval: Duration::from_secs(1),
             flush_rows: 250_000,
             segment_bytes: 64 << 20,
             dedup_window: Duration::from_secs(3600),

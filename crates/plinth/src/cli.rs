@@ -356,6 +356,13 @@ pub struct CaptureLimitArgs {
     /// Largest capture request, compressed or decompressed (413 above it).
     #[arg(long, value_name = "SIZE", default_value = "20MiB", value_parser = parse_size)]
     pub max_batch_bytes: usize,
+    /// How often captured events move from memory to Parquet (they are
+    /// queryable before). Each move holds up the log's syncs while its files
+    /// are synced: longer intervals make longer pauses (at 5s, the p99 of
+    /// single-event requests was 250 ms; at 1s, 6 ms) and fewer small files
+    /// for compaction.
+    #[arg(long, value_name = "INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub flush_interval: std::time::Duration,
 }
 
 impl CaptureLimitArgs {

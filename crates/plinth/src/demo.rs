@@ -78,7 +78,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
         let plan = args.serving.tracking_plan.load(&args.data.dir)?;
         let capture =
-            crate::serve::start_capture(&store, args.serving.capture.limits(), plan).await?;
+            crate::serve::start_capture(&store, &args.serving.capture, plan).await?;
         let state = AppState {
             engine,
             catalog,

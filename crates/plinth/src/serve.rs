@@ -10,14 +10,14 @@ use anyhow::{Context, Result};
 use plinth_catalog::Catalog;
 use plinth_engine::Engine;
 use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
-use plinth_server::capture::{CaptureLimits, CaptureService};
+use plinth_server::capture::CaptureService;
 use plinth_server::pipelines::PipelineService;
 use plinth_server::{AppState, router};
 use plinth_store::{Mode, Store};
 use plinth_tracking_plan::TrackingPlan;
 use plinth_warehouse::Warehouse;
 
-use crate::cli::ServeArgs;
+use crate::cli::{CaptureLimitArgs, ServeArgs};
 
 /// How often the server compacts small files and deletes replaced ones.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
@@ -39,7 +39,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let catalog = Arc::new(Catalog::open(&args.data.dir)?);
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
         let plan = args.serving.tracking_plan.load(&args.data.dir)?;
-        let capture = start_capture(&store, args.serving.capture.limits(), plan).await?;
+        let capture = start_capture(&store, &args.serving.capture, plan).await?;
         let pipelines = match &args.project {
             Some(project) => Some(Arc::new(PipelineService::new(
                 engine.clone(),
@@ -79,12 +79,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
 /// pipeline; nothing is served before the replay is complete.
 pub async fn start_capture(
     store: &Arc<Store>,
-    limits: CaptureLimits,
+    settings: &CaptureLimitArgs,
     plan: Option<TrackingPlan>,
 ) -> Result<Arc<CaptureService>> {
     let store = store.clone();
+    let limits = settings.limits();
+    let flush_interval = settings.flush_interval;
     let (pipeline, recovery) = tokio::task::spawn_blocking(move || {
-        let config = CaptureConfig::new(store.root());
+        let config = CaptureConfig {
+            flush_interval,
+            ..CaptureConfig::new(store.root())
+        };
         let ingestor = Arc::new(Ingestor::open(store)?);
         CapturePipeline::open(ingestor, config)
     })
