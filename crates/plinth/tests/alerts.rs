@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Server, admin_and_capture_keys, run_ok};
+use common::{Server, admin_and_capture_keys, demo_until_june_30, run_ok};
 use serde_json::Value;
 
 /// A webhook receiver on a loopback port: answers 503 to the first
@@ -69,14 +69,7 @@ fn receiver(failures: usize) -> (String, mpsc::Receiver<(u16, Value)>) {
 fn the_checkout_outage_is_flagged_recorded_and_delivered_after_retries() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    run_ok(&[
-        "demo",
-        "--data",
-        data,
-        "--end-date",
-        "2026-06-30",
-        "--no-serve",
-    ]);
+    demo_until_june_30(data);
     let (admin, _) = admin_and_capture_keys(data);
     let (url, bodies) = receiver(2);
     let server = Server::start(dir.path());
@@ -168,14 +161,7 @@ webhook: {{url: '{url}', max_attempts: 4, backoff_seconds: 0.3}}
 fn a_delivery_cut_short_by_a_crash_resumes_when_the_server_starts_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    run_ok(&[
-        "demo",
-        "--data",
-        data,
-        "--end-date",
-        "2026-06-30",
-        "--no-serve",
-    ]);
+    demo_until_june_30(data);
     let (admin, _) = admin_and_capture_keys(data);
     let (url, bodies) = receiver(1);
     // A minute between attempts: the server is killed inside that wait.

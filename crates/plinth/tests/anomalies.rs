@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::run_ok;
+use common::{demo_until_june_30, run_ok};
 
 #[test]
 fn the_planted_checkout_outage_is_flagged() {
@@ -12,14 +12,7 @@ fn the_planted_checkout_outage_is_flagged() {
     let data = dir.path().to_str().unwrap();
     // The demo plants the outage on the Wednesday on or before 20 days
     // before the end: 2026-06-10 for an end on 2026-06-30.
-    run_ok(&[
-        "demo",
-        "--data",
-        data,
-        "--end-date",
-        "2026-06-30",
-        "--no-serve",
-    ]);
+    demo_until_june_30(data);
     let out = run_ok(&["anomalies", "--data", data, "--event", "checkout completed"]);
     let outage = out
         .lines()

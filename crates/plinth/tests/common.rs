@@ -130,10 +130,23 @@ pub fn python() -> String {
     std::env::var("PLINTH_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-/// Runs a DuckDB query in Python and returns its single value as text.
-pub fn duckdb_scalar(sql: &str) -> String {
+/// The default demo product, ending 2026-06-30, generated into `data`
+/// without serving it. Its checkout outage is on 2026-06-10.
+pub fn demo_until_june_30(data: &str) {
+    run_ok(&[
+        "demo",
+        "--data",
+        data,
+        "--end-date",
+        "2026-06-30",
+        "--no-serve",
+    ]);
+}
+
+/// Rows of a DuckDB query (threads = 2) as JSON arrays.
+pub fn duckdb_rows(sql: &str) -> Vec<Vec<serde_json::Value>> {
     let script = format!(
-        "import duckdb\ncon = duckdb.connect()\ncon.execute('SET threads = 2')\nprint(con.execute({sql:?}).fetchone()[0])"
+        "import duckdb, json\ncon = duckdb.connect()\ncon.execute('SET threads = 2')\nprint(json.dumps([list(r) for r in con.execute({sql:?}).fetchall()]))"
     );
     let output = Command::new(python())
         .args(["-c", &script])
@@ -144,7 +157,15 @@ pub fn duckdb_scalar(sql: &str) -> String {
         "DuckDB failed (run the tests through .ci/run, which installs it): {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    serde_json::from_slice(&output.stdout).expect("DuckDB rows as JSON")
+}
+
+/// The single value of a DuckDB query, as text.
+pub fn duckdb_scalar(sql: &str) -> String {
+    match &duckdb_rows(sql)[0][0] {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// A small pseudo-random sequence; the seed is printed so a failure can be

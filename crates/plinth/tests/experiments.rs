@@ -7,9 +7,9 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{Server, admin_and_capture_keys, python, run, run_ok};
+use common::{Server, admin_and_capture_keys, demo_until_june_30, duckdb_rows, run, run_ok};
 use serde_json::{Value, json};
 
 /// `plinth experiment results NAME --format json`.
@@ -78,33 +78,9 @@ fn assert_same_test(comparison: &Value, expected: &Value) {
     }
 }
 
-/// Rows of a DuckDB query (threads = 2) as JSON arrays.
-fn duckdb_rows(sql: &str) -> Vec<Vec<Value>> {
-    let script = format!(
-        "import duckdb, json\ncon = duckdb.connect()\ncon.execute('SET threads = 2')\nprint(json.dumps([list(r) for r in con.execute({sql:?}).fetchall()]))"
-    );
-    let output = Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .expect("run python");
-    assert!(
-        output.status.success(),
-        "DuckDB failed (run the tests through .ci/run, which installs it): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 fn demo(dir: &Path) -> String {
     let data = dir.to_str().unwrap().to_string();
-    run_ok(&[
-        "demo",
-        "--data",
-        &data,
-        "--end-date",
-        "2026-06-30",
-        "--no-serve",
-    ]);
+    demo_until_june_30(&data);
     data
 }
 
