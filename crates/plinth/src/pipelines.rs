@@ -19,7 +19,7 @@ use plinth_runner::{Command, Progress, ProjectRun, load_project, run_project};
 use plinth_store::{Mode, Store};
 use plinth_warehouse::Warehouse;
 
-use crate::cli::{LineageArgs, ProjectArgs, ProjectDataArgs, RunArgs};
+use crate::cli::{DataArg, LineageArgs, ProjectArgs, ProjectDataArgs, RunArgs};
 
 /// Loads and compiles without a data directory: nothing counts as built.
 fn load(args: &ProjectArgs) -> Result<(Project, plinth_pipelines::CompiledProject)> {
@@ -182,6 +182,33 @@ pub fn run_command(command: Command, args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the read-only project commands (`lineage`, `docs generate`,
+/// `source freshness`) share: the compiled project and an engine over the
+/// published warehouse, beside a running server if there is one.
+struct ProjectReader {
+    project: Project,
+    compiled: plinth_pipelines::CompiledProject,
+    warehouse: Warehouse,
+    engine: Engine,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ProjectReader {
+    fn open(project: &ProjectArgs, data: &DataArg, command: &str) -> Result<ProjectReader> {
+        let store = Arc::new(Store::open(&data.dir, Mode::Reader, command)?);
+        let warehouse = Warehouse::reader(&data.dir);
+        let (project, compiled) =
+            load_project(&project.project, project.vars.as_deref(), false, &warehouse)?;
+        Ok(ProjectReader {
+            project,
+            compiled,
+            warehouse,
+            engine: Engine::new(store, plinth_engine::Limits::default()),
+            runtime: tokio::runtime::Runtime::new()?,
+        })
+    }
+}
+
 /// `plinth lineage MODEL.COLUMN`: the columns it is computed from and the
 /// columns computed from it, through every model, from DataFusion plans of
 /// the project's SQL over the published warehouse.
@@ -193,17 +220,11 @@ pub fn lineage_command(args: LineageArgs) -> Result<()> {
         relation: relation.to_string(),
         column: column.to_string(),
     };
-    let store = Arc::new(Store::open(&args.data.dir, Mode::Reader, "plinth lineage")?);
-    let warehouse = Warehouse::reader(&args.data.dir);
-    let (_, compiled) = load_project(
-        &args.project.project,
-        args.project.vars.as_deref(),
-        false,
-        &warehouse,
-    )?;
-    let engine = Engine::new(store, plinth_engine::Limits::default());
-    let runtime = tokio::runtime::Runtime::new()?;
-    let graph = runtime.block_on(plinth_runner::lineage::lineage(&engine, &compiled))?;
+    let reader = ProjectReader::open(&args.project, &args.data, "plinth lineage")?;
+    let graph = reader.runtime.block_on(plinth_runner::lineage::lineage(
+        &reader.engine,
+        &reader.compiled,
+    ))?;
     for (model, why) in &graph.unplanned {
         eprintln!("warning: no lineage for {model}: {why}");
     }
@@ -230,22 +251,16 @@ pub fn lineage_command(args: LineageArgs) -> Result<()> {
 /// `plinth docs generate`: `target/manifest.json` and `target/catalog.json`
 /// (the catalog `GET /api/v1/catalog` serves) for the published warehouse.
 pub fn docs_generate_command(args: ProjectDataArgs) -> Result<()> {
-    let warehouse = Warehouse::reader(&args.data.dir);
-    let (project, compiled) = load_project(
-        &args.project.project,
-        args.project.vars.as_deref(),
-        false,
-        &warehouse,
-    )?;
-    let store = Arc::new(Store::open(&args.data.dir, Mode::Reader, "plinth docs")?);
-    let engine = Engine::new(store, plinth_engine::Limits::default());
-    let version = warehouse.latest()?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let catalog = runtime.block_on(plinth_runner::catalog::catalog(
-        &engine, &compiled, &version,
+    let reader = ProjectReader::open(&args.project, &args.data, "plinth docs")?;
+    let (project, compiled) = (&reader.project, &reader.compiled);
+    let version = reader.warehouse.latest()?;
+    let catalog = reader.runtime.block_on(plinth_runner::catalog::catalog(
+        &reader.engine,
+        compiled,
+        &version,
     ))?;
     let target = project.root.join(&project.target_path);
-    write_manifest(&compiled, &target)?;
+    write_manifest(compiled, &target)?;
     std::fs::write(
         target.join("catalog.json"),
         serde_json::to_vec_pretty(&catalog)?,
@@ -261,19 +276,14 @@ pub fn docs_generate_command(args: ProjectDataArgs) -> Result<()> {
 /// `plinth source freshness`: one line per source table with a freshness
 /// rule, and `target/sources.json`; fails when one is past `error_after`.
 pub fn source_freshness_command(args: ProjectDataArgs) -> Result<()> {
-    let warehouse = Warehouse::reader(&args.data.dir);
-    let (project, compiled) = load_project(
-        &args.project.project,
-        args.project.vars.as_deref(),
-        false,
-        &warehouse,
-    )?;
-    let store = Arc::new(Store::open(&args.data.dir, Mode::Reader, "plinth source")?);
-    let engine = Engine::new(store, plinth_engine::Limits::default());
-    let runtime = tokio::runtime::Runtime::new()?;
-    let results = runtime.block_on(plinth_runner::freshness::source_freshness(
-        &engine, &compiled,
-    ))?;
+    let reader = ProjectReader::open(&args.project, &args.data, "plinth source")?;
+    let (project, compiled) = (&reader.project, &reader.compiled);
+    let results = reader
+        .runtime
+        .block_on(plinth_runner::freshness::source_freshness(
+            &reader.engine,
+            compiled,
+        ))?;
     for result in &results {
         println!(
             "{:<5} {} ({})",
