@@ -78,6 +78,11 @@ pub struct CaptureConfig {
     pub flush_rows: usize,
     /// A log segment is closed once it holds this many bytes.
     pub segment_bytes: u64,
+    /// Persons and groups are saved, and log segments Parquet covers are
+    /// deleted, at most this often (and at shutdown). The log keeps the
+    /// records in between, so recovery re-derives identities from them; a
+    /// flush of events does not rewrite the whole `persons` table.
+    pub identity_save_interval: Duration,
     /// Ids received within this window are recognised as duplicates...
     pub dedup_window: Duration,
     /// ...up to this many ids (the oldest are forgotten first).
@@ -92,6 +97,7 @@ impl CaptureConfig {
         CaptureConfig {
             wal_dir: data_dir.join("wal"),
             flush_interval: Duration::from_secs(1),
+            identity_save_interval: Duration::from_secs(30),
             flush_rows: 250_000,
             segment_bytes: 64 << 20,
             dedup_window: Duration::from_secs(3600),
@@ -723,6 +729,7 @@ fn apply_group(shared: &Shared, group: &[Logged]) -> Result<()> {
 /// The flusher: buffer to Parquet on a timer or a row count, then log
 /// segments out; a last flush once the applier has stopped.
 fn flush_loop(shared: &Shared) {
+    let mut identities_saved = std::time::Instant::now();
     loop {
         let stopping = {
             let buffered = shared.buffered.lock().expect("buffer lock");
@@ -735,11 +742,17 @@ fn flush_loop(shared: &Shared) {
             buffered.flush_now = false;
             buffered.stopping
         };
-        if let Err(e) = flush_once(shared) {
-            // The rows stay buffered and logged; the next round retries.
-            tracing::error!("flushing captured events failed: {e:#}");
-            if stopping {
-                shared.fail(format!("the last flush failed: {e:#}"));
+        let truncate =
+            stopping || identities_saved.elapsed() >= shared.config.identity_save_interval;
+        match flush_once(shared, truncate) {
+            Ok(()) if truncate => identities_saved = std::time::Instant::now(),
+            Ok(()) => {}
+            Err(e) => {
+                // The rows stay buffered and logged; the next round retries.
+                tracing::error!("flushing captured events failed: {e:#}");
+                if stopping {
+                    shared.fail(format!("the last flush failed: {e:#}"));
+                }
             }
         }
         if stopping {
@@ -748,7 +761,10 @@ fn flush_loop(shared: &Shared) {
     }
 }
 
-fn flush_once(shared: &Shared) -> Result<()> {
+/// Moves the buffer to Parquet. With `truncate`, also saves persons and
+/// groups and deletes the log segments Parquet covers; without, the log
+/// keeps them, and recovery re-derives identities from it.
+fn flush_once(shared: &Shared, truncate: bool) -> Result<()> {
     let ingestor = &shared.ingestor;
     let store = ingestor.store();
     let (event_batches, event_rows, quarantine_batches, covered) = {
@@ -760,9 +776,11 @@ fn flush_once(shared: &Shared) -> Result<()> {
             b.applied_lsn,
         )
     };
-    // Persons first: a crash before the events commit leaves persons that
-    // replay derives again, never events without their persons.
-    ingestor.save_identities()?;
+    // Persons first when the log is about to lose records: a crash before
+    // the events commit leaves persons that replay derives again.
+    if truncate {
+        ingestor.save_identities()?;
+    }
     let checkpoint = BTreeMap::from([(WAL_CHECKPOINT.to_string(), covered)]);
     if event_batches > 0 {
         store.events.flush_prefix(event_batches, &checkpoint)?;
@@ -782,9 +800,12 @@ fn flush_once(shared: &Shared) -> Result<()> {
     }
     if event_batches > 0 || quarantine_batches > 0 {
         shared.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+    if truncate {
+        // Close the active segment, so the next truncation can delete it.
         shared.rotate_requested.store(true, Ordering::Release);
     }
-    if shared.failure().is_none() {
+    if truncate && shared.failure().is_none() {
         wal::remove_covered(
             &shared.config.wal_dir,
             covered,
@@ -823,6 +844,11 @@ fn recover(
         last_lsn = last_lsn.max(record.lsn);
         let mut request = decode_request(&record.payload)
             .with_context(|| format!("write-ahead log record {} is unreadable", record.lsn))?;
+        if record.lsn <= events_covered {
+            // In Parquet already, but persons may not have been saved since:
+            // applying identities again is idempotent and restores them.
+            ingestor.apply_identities(&request.events);
+        }
         request.events.retain(|event| {
             let id = id_key(event.uuid.as_deref().unwrap_or_default());
             // Ids at or below the checkpoint are already stored: remember

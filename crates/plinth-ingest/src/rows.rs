@@ -59,6 +59,31 @@ impl From<plinth_capture::NormalizedEvent> for EventInput {
     }
 }
 
+/// Resolves one event's person (merging ids it links), sets person and
+/// group properties, and returns the person id.
+fn apply_identity(
+    identities: &mut Identities,
+    groups: &mut Groups,
+    input: &EventInput,
+) -> Arc<str> {
+    let person = match &input.merge_with {
+        Some(other) => identities.merge(other, &input.distinct_id, input.timestamp_micros),
+        None => identities.resolve(&input.distinct_id, input.timestamp_micros),
+    };
+    if input.set.is_some() || input.set_once.is_some() {
+        identities.set_properties(
+            &input.distinct_id,
+            input.timestamp_micros,
+            input.set.as_ref(),
+            input.set_once.as_ref(),
+        );
+    }
+    if let Some(group) = &input.group {
+        groups.identify(group, input.timestamp_micros);
+    }
+    person
+}
+
 /// A new time-ordered id (UUIDv7) for an event the client sent without one.
 /// The random part comes from the thread's generator: `Uuid::now_v7` asks
 /// the kernel for randomness on every call, which showed in capture profiles.
@@ -137,21 +162,7 @@ impl Ingestor {
             .iter()
             .flat_map(|(events, at)| events.iter().map(move |event| (event, *at)))
         {
-            let person = match &input.merge_with {
-                Some(other) => identities.merge(other, &input.distinct_id, input.timestamp_micros),
-                None => identities.resolve(&input.distinct_id, input.timestamp_micros),
-            };
-            if input.set.is_some() || input.set_once.is_some() {
-                identities.set_properties(
-                    &input.distinct_id,
-                    input.timestamp_micros,
-                    input.set.as_ref(),
-                    input.set_once.as_ref(),
-                );
-            }
-            if let Some(group) = &input.group {
-                groups.identify(group, input.timestamp_micros);
-            }
+            let person = apply_identity(&mut identities, &mut groups, input);
             match &input.uuid {
                 Some(id) => uuid.append_value(id),
                 None => uuid.append_value(new_event_id()),
@@ -180,6 +191,17 @@ impl Ingestor {
             plinth_store::schema::events(),
             columns,
         )?)
+    }
+
+    /// Applies what `events` say of persons and groups, building no rows:
+    /// recovery uses it for logged events already in Parquet. Applying the
+    /// same events again in log order leaves the same persons and groups.
+    pub fn apply_identities(&self, events: &[EventInput]) {
+        let mut identities = self.identities.lock().expect("identities lock");
+        let mut groups = self.groups.lock().expect("groups lock");
+        for input in events {
+            apply_identity(&mut identities, &mut groups, input);
+        }
     }
 
     /// Writes `events` to Parquet in one commit, with `checkpoints` in the
