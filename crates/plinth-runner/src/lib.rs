@@ -394,26 +394,6 @@ async fn run_unit_test(
     })
 }
 
-fn unit_record(unit: &UnitTest, result: NodeResult, started_at: String, seconds: f64) -> RunResult {
-    RunResult {
-        unique_id: unit.unique_id.clone(),
-        status: result.status,
-        timing: vec![TimingInfo {
-            name: "execute".to_string(),
-            started_at,
-            completed_at: utc_timestamp_now(),
-        }],
-        thread_id: "Thread-1".to_string(),
-        execution_time: seconds,
-        message: Some(result.message),
-        failures: result.failures,
-        adapter_response: json!({}),
-        compiled: true,
-        compiled_code: None,
-        relation_name: None,
-    }
-}
-
 /// An error and its causes on one line, each cause once (DataFusion's
 /// messages already include their sources).
 fn one_line(error: &anyhow::Error) -> String {
@@ -437,10 +417,20 @@ fn record(
     started_at: String,
     seconds: f64,
 ) -> RunResult {
-    if let Some(unit) = request.compiled.unit_tests.get(id) {
-        return unit_record(unit, result, started_at, seconds);
-    }
-    let node = &request.compiled.nodes[id];
+    // Unit tests are not nodes: no rows, SQL or relation of their own.
+    let (adapter_response, compiled, compiled_code, relation_name) =
+        match request.compiled.nodes.get(id) {
+            Some(node) if !request.compiled.unit_tests.contains_key(id) => (
+                match result.rows {
+                    Some(rows) => json!({"rows_affected": rows}),
+                    None => json!({}),
+                },
+                node.node.resource_type != ResourceType::Seed,
+                (!node.compiled_sql.is_empty()).then(|| node.compiled_sql.clone()),
+                node.relation_name(),
+            ),
+            _ => (json!({}), true, None, None),
+        };
     RunResult {
         unique_id: id.clone(),
         status: result.status,
@@ -453,12 +443,9 @@ fn record(
         execution_time: seconds,
         message: Some(result.message),
         failures: result.failures,
-        adapter_response: match result.rows {
-            Some(rows) => json!({"rows_affected": rows}),
-            None => json!({}),
-        },
-        compiled: node.node.resource_type != ResourceType::Seed,
-        compiled_code: (!node.compiled_sql.is_empty()).then(|| node.compiled_sql.clone()),
-        relation_name: node.relation_name(),
+        adapter_response,
+        compiled,
+        compiled_code,
+        relation_name,
     }
 }

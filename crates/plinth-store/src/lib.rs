@@ -30,4 +30,4 @@ mod write;
 pub use provider::TableProviderExt;
 pub use store::{Mode, Store};
 pub use table::{CompactionReport, Table, TableSpec, TableView};
-pub use write::parquet_properties;
+pub use write::write_parquet_file;

@@ -145,6 +145,19 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the files of `tombstones` under `table_dir`; a file already gone
+/// (a vacuum that died after deleting it) is not an error.
+pub fn delete_tombstoned(table_dir: &Path, tombstones: &[Tombstone]) -> Result<()> {
+    for tombstone in tombstones {
+        match fs::remove_file(table_dir.join(&tombstone.path)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Removes temporary log files left by a crashed commit.
 pub fn remove_temporaries(table_dir: &Path) -> Result<()> {
     let log_dir = table_dir.join(LOG_DIR);

@@ -346,13 +346,7 @@ impl Table {
         // Forget the tombstones first: a crash in between leaves orphans,
         // which the next open removes.
         self.commit("vacuum", |snapshot| snapshot.tombstones = kept)?;
-        for tombstone in &expired {
-            match fs::remove_file(self.dir.join(&tombstone.path)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        log::delete_tombstoned(&self.dir, &expired)?;
         remove_empty_partition_dirs(&self.dir)?;
         Ok(expired.len())
     }

@@ -137,7 +137,7 @@ pub(crate) fn day_name(day: i64) -> String {
 
 /// How every Parquet file of a data directory is written: zstd level 1,
 /// row groups of [`ROW_GROUP_ROWS`].
-pub fn parquet_properties() -> WriterProperties {
+fn parquet_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
@@ -157,25 +157,42 @@ fn write_one(
         Some(day) => format!("date={day}/part-{}.parquet", uuid::Uuid::now_v7()),
         None => format!("part-{}.parquet", uuid::Uuid::now_v7()),
     };
-    let path = table_dir.join(&relative);
-    let folder = path.parent().expect("file has a folder");
-    fs::create_dir_all(folder)?;
-    let props = parquet_properties();
-    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-    writer.write(batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    sync_dir(folder)?;
+    let (rows, bytes) =
+        write_parquet_file(table_dir, &relative, schema, std::slice::from_ref(batch))?;
     Ok(DataFile {
         path: relative,
-        rows: batch.num_rows() as u64,
+        rows,
         bytes,
         partition,
         min_micros: range.map(|r| r.0),
         max_micros: range.map(|r| r.1),
     })
+}
+
+/// Writes `batches` as one Parquet file at `dir/relative` (with `schema`,
+/// also when there are no rows) and syncs it and its folder, so that a log
+/// commit may name it. Returns its rows and bytes.
+pub fn write_parquet_file(
+    dir: &Path,
+    relative: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(u64, u64)> {
+    let path = dir.join(relative);
+    let folder = path.parent().expect("a file has a folder");
+    fs::create_dir_all(folder)?;
+    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(parquet_properties()))?;
+    let mut rows = 0;
+    for batch in batches {
+        rows += batch.num_rows() as u64;
+        writer.write(batch)?;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    sync_dir(folder)?;
+    Ok((rows, bytes))
 }
 
 #[cfg(test)]

@@ -56,10 +56,10 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::{DataFusionError, Result as DataFusionResult};
 use datafusion::execution::SessionState;
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::SessionContext;
-use plinth_store::log::{self, DataFile, Tombstone, sync_dir};
+use plinth_store::log::{self, DataFile, Tombstone};
+use plinth_store::write_parquet_file;
 use serde::{Deserialize, Serialize};
 
 /// The warehouse folder inside a data directory.
@@ -155,25 +155,7 @@ impl Warehouse {
         self.check_writable()?;
         check_name(name)?;
         let relative = format!("{name}/part-{}.parquet", uuid::Uuid::now_v7());
-        let path = self.dir.join(&relative);
-        let folder = path.parent().expect("a file has a folder");
-        fs::create_dir_all(folder)?;
-        let file =
-            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let mut writer = ArrowWriter::try_new(
-            file,
-            schema.clone(),
-            Some(plinth_store::parquet_properties()),
-        )?;
-        let mut rows = 0;
-        for batch in batches {
-            rows += batch.num_rows() as u64;
-            writer.write(batch)?;
-        }
-        let file = writer.into_inner()?;
-        file.sync_all()?;
-        let bytes = file.metadata()?.len();
-        sync_dir(folder)?;
+        let (rows, bytes) = write_parquet_file(&self.dir, &relative, schema, batches)?;
         Ok(DataFile {
             path: relative,
             rows,
@@ -243,13 +225,7 @@ impl Warehouse {
             relations: latest.relations,
         };
         log::commit_state(&self.dir, next.version, &next)?;
-        for tombstone in &expired {
-            match fs::remove_file(self.dir.join(&tombstone.path)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        log::delete_tombstoned(&self.dir, &expired)?;
         remove_empty_folders(&self.dir)?;
         Ok(expired.len())
     }
