@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Server, admin_and_capture_keys, demo_until_june_30, run_ok};
+use common::{Server, admin_and_capture_keys, demo_until_june_30, get_json, run_ok};
 use serde_json::Value;
 
 /// A webhook receiver on a loopback port: answers 503 to the first
@@ -110,15 +110,7 @@ webhook: {{url: '{url}', max_attempts: 4, backoff_seconds: 0.3}}
     assert_eq!(point["contributors"][0]["value"], "Chrome", "{point:#}");
 
     // The delivery log: two refusals, then the delivery, with backoff.
-    let get = |path: &str| -> Value {
-        client
-            .get(format!("{}{path}", server.url))
-            .bearer_auth(&admin)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
+    let get = |path: &str| get_json(&server.url, &admin, path);
     let started = Instant::now();
     let log = loop {
         let log = get("/api/v1/alerts/checkout-outage/deliveries");
@@ -187,16 +179,11 @@ webhook: {{url: '{url}', max_attempts: 3, backoff_seconds: 60}}
     ]);
     let wait = Duration::from_secs(120);
     let deliveries = |server: &Server| -> Vec<(u64, bool)> {
-        let log: Value = reqwest::blocking::Client::new()
-            .get(format!(
-                "{}/api/v1/alerts/checkout-outage/deliveries",
-                server.url
-            ))
-            .bearer_auth(&admin)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let log = get_json(
+            &server.url,
+            &admin,
+            "/api/v1/alerts/checkout-outage/deliveries",
+        );
         log.as_array()
             .unwrap()
             .iter()

@@ -106,23 +106,11 @@ fn import_of_an_unknown_format_asks_for_format() {
 
 #[test]
 fn stats_answers_a_json_request_on_stdin() {
-    use std::io::Write;
-    let mut child = common::plinth()
-        .arg("stats")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            br#"{"test": "ttest", "metric": "proportion", "difference": "relative",
-                "control": {"n": 1000, "sum": 100}, "treatment": {"n": 1000, "sum": 120}}"#,
-        )
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = common::run_with_stdin(
+        &["stats"],
+        br#"{"test": "ttest", "metric": "proportion", "difference": "relative",
+            "control": {"n": 1000, "sum": 100}, "treatment": {"n": 1000, "sum": 120}}"#,
+    );
     assert!(output.status.success());
     let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     // GrowthBook's gbstats gives lift 0.2, CI [-0.100768, 0.500768], p 0.192350.
@@ -133,20 +121,10 @@ fn stats_answers_a_json_request_on_stdin() {
 
 #[test]
 fn stats_names_the_bad_field() {
-    use std::io::Write;
-    let mut child = common::plinth()
-        .arg("stats")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"test": "ttest", "metric": "proportion", "control": {"n": 10}, "treatment": {"n": 10, "sum": 2}}"#)
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = common::run_with_stdin(
+        &["stats"],
+        br#"{"test": "ttest", "metric": "proportion", "control": {"n": 10}, "treatment": {"n": 10, "sum": 2}}"#,
+    );
     assert_eq!(output.status.code(), Some(1));
     let line = stderr_line(&output);
     assert!(line.contains("control.sum"), "{line}");

@@ -78,6 +78,40 @@ pub fn query(url: &str, admin: &str, sql: &str) -> Vec<Vec<serde_json::Value>> {
     serde_json::from_value(body["rows"].clone()).unwrap_or_else(|_| panic!("{body}"))
 }
 
+/// `GET url+path` with a secret key; fails the test unless it answers 2xx.
+pub fn get_json(url: &str, key: &str, path: &str) -> serde_json::Value {
+    let response = reqwest::blocking::Client::new()
+        .get(format!("{url}{path}"))
+        .bearer_auth(key)
+        .send()
+        .expect("GET request");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().expect("a JSON answer")
+}
+
+/// Runs `plinth args...` with `input` on its standard input.
+pub fn run_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = plinth()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plinth");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("plinth output")
+}
+
 /// A `plinth serve` child process, killed when dropped.
 pub struct Server {
     child: Child,

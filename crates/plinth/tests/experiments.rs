@@ -5,11 +5,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
-use common::{Server, admin_and_capture_keys, demo_until_june_30, duckdb_rows, run, run_ok};
+use common::{
+    Server, admin_and_capture_keys, demo_until_june_30, duckdb_rows, get_json, run, run_ok,
+    run_with_stdin,
+};
 use serde_json::{Value, json};
 
 /// `plinth experiment results NAME --format json`.
@@ -38,19 +39,7 @@ fn metric<'a>(results: &'a Value, name: &str) -> &'a Value {
 
 /// `plinth stats` on one request.
 fn stats(request: Value) -> Value {
-    let mut child = common::plinth()
-        .arg("stats")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = run_with_stdin(&["stats"], request.to_string().as_bytes());
     assert!(output.status.success(), "plinth stats failed on {request}");
     serde_json::from_slice(&output.stdout).unwrap()
 }
@@ -174,20 +163,7 @@ fn the_demo_experiment_shows_the_planted_lift_and_agrees_with_duckdb_and_http() 
     // The API answers the same results, and lists the experiment.
     let (admin, _) = admin_and_capture_keys(&data);
     let server = Server::start(dir.path());
-    let client = reqwest::blocking::Client::new();
-    let get = |path: &str| -> Value {
-        let response = client
-            .get(format!("{}{path}", server.url))
-            .bearer_auth(&admin)
-            .send()
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().unwrap()
-    };
+    let get = |path: &str| get_json(&server.url, &admin, path);
     assert_eq!(get("/api/v1/experiments/new-onboarding/results"), results);
     assert_eq!(get("/api/v1/experiments")[0]["name"], "new-onboarding");
 }

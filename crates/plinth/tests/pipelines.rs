@@ -626,19 +626,7 @@ fn serve_runs_the_project_on_request_and_serves_catalog_lineage_and_history() {
     let (admin, _) = common::admin_and_capture_keys(data.path().to_str().unwrap());
     let server = common::Server::start_with(data.path(), &["--project", project.to_str().unwrap()]);
     let client = reqwest::blocking::Client::new();
-    let get = |path: &str| -> Value {
-        let response = client
-            .get(format!("{}{path}", server.url))
-            .bearer_auth(&admin)
-            .send()
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().unwrap()
-    };
+    let get = |path: &str| common::get_json(&server.url, &admin, path);
 
     let run: Value = client
         .post(format!("{}/api/v1/pipelines/run", server.url))
