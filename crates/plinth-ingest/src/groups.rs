@@ -87,14 +87,6 @@ impl Groups {
         self.changed = true;
     }
 
-    pub fn len(&self) -> usize {
-        self.groups.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
-
     pub fn is_changed(&self) -> bool {
         self.changed
     }
@@ -154,6 +146,6 @@ mod tests {
             json!({"plan": "pro", "size": 10, "region": "eu"})
         );
         assert_eq!(acme.created_at_micros, 100);
-        assert_eq!(reloaded.len(), 1);
+        assert_eq!(reloaded.groups.len(), 1);
     }
 }

@@ -162,9 +162,10 @@ pub async fn violations(
 
 async fn rows(state: &AppState, sql: &str) -> Result<Vec<Vec<Value>>, ApiError> {
     let result = state.engine.query(sql, Privileges::ReadStore).await?;
-    let rendered = format::json(&result)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(serde_json::from_value(rendered["rows"].clone()).unwrap_or_default())
+    let internal =
+        |e: &dyn std::fmt::Display| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let mut rendered = format::json(&result).map_err(|e| internal(&e))?;
+    serde_json::from_value(rendered["rows"].take()).map_err(|e| internal(&e))
 }
 
 fn text(value: &Value) -> String {
