@@ -1,16 +1,16 @@
-//! Person overrides: events count as the person their distinct id belongs
-//! to *now*, not the one it belonged to when they were stored.
+//! Person overrides: events count as the person they belong to *now*, not
+//! the one they belonged to when they were stored.
 //!
 //! When a login merges two persons that both have events, the merged-away
 //! person's events keep their stored `person_id`. PostHog resolves this at
-//! query time with a distinct-id → person override table; so does Plinth,
-//! from the `persons` table: every distinct id of a person with more than
-//! one distinct id maps to that person (a person with one distinct id was
-//! never merged, so its events already carry its id). The `events` table
-//! that SQL sees is a view over the stored rows whose `person_id` is
-//! `plinth_person_of(distinct_id, person_id)`; queries that do not read
-//! `person_id` never evaluate it. The map is rebuilt only when `persons`
-//! gets a new version.
+//! query time with an override table (old person → current person); so does
+//! Plinth, from `persons.merged_person_ids`. The `events` table that SQL sees
+//! is then a view over the stored rows whose `person_id` is
+//! `plinth_person_of(person_id)`; queries that do not read `person_id` never
+//! evaluate it, and while no two persons with events were ever merged (the
+//! usual case: a login only attaches a new id to the anonymous person) the
+//! stored table is registered as it is. The map is rebuilt only when
+//! `persons` gets a new version.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -24,8 +24,9 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use plinth_store::Table;
+use plinth_store::schema::possibly_merged_person_ids;
 
-/// Distinct id → current person id, for persons with several distinct ids.
+/// Merged-away person id → current person id.
 pub type Overrides = HashMap<String, String>;
 
 /// The overrides of one `persons` version, rebuilt when it changes.
@@ -53,36 +54,55 @@ fn load(persons: &Table) -> Result<Overrides> {
     let external = |e: anyhow::Error| DataFusionError::External(e.into());
     let mut overrides = Overrides::new();
     for batch in persons.read_all().map_err(external)? {
-        let column = |name: &str| {
+        let person_ids = batch
+            .column_by_name("person_id")
+            .ok_or_else(|| DataFusionError::Internal("persons.person_id missing".into()))?;
+        let person_ids = as_string_array(person_ids)?;
+        let list = |name: &str| -> Result<Option<&ListArray>> {
             batch
                 .column_by_name(name)
-                .ok_or_else(|| DataFusionError::Internal(format!("persons.{name} missing")))
+                .map(|c| {
+                    c.as_any().downcast_ref::<ListArray>().ok_or_else(|| {
+                        DataFusionError::Internal(format!("persons.{name} is not a list"))
+                    })
+                })
+                .transpose()
         };
-        let person_ids = as_string_array(column("person_id")?)?;
-        let distinct_ids = column("distinct_ids")?
-            .as_any()
-            .downcast_ref::<ListArray>()
-            .ok_or_else(|| {
-                DataFusionError::Internal("persons.distinct_ids is not a list".into())
-            })?;
+        let merged = list("merged_person_ids")?;
+        let distinct_ids = list("distinct_ids")?
+            .ok_or_else(|| DataFusionError::Internal("persons.distinct_ids missing".into()))?;
         for row in 0..batch.num_rows() {
-            let ids = distinct_ids.value(row);
-            let ids = as_string_array(&ids)?;
-            if ids.len() > 1 {
-                for id in ids.iter().flatten() {
-                    overrides.insert(id.to_string(), person_ids.value(row).to_string());
+            let person_id = person_ids.value(row);
+            let merged_away: Vec<String> = match merged {
+                Some(merged) if merged.is_valid(row) => as_string_array(&merged.value(row))?
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect(),
+                // A row written before merges were recorded.
+                _ => {
+                    let ids = distinct_ids.value(row);
+                    let ids: Vec<String> = as_string_array(&ids)?
+                        .iter()
+                        .flatten()
+                        .map(str::to_string)
+                        .collect();
+                    possibly_merged_person_ids(person_id, &ids)
                 }
+            };
+            for id in merged_away {
+                overrides.insert(id, person_id.to_string());
             }
         }
     }
     Ok(overrides)
 }
 
-/// `plinth_person_of(distinct_id, stored_person_id)`.
+/// `plinth_person_of(stored_person_id)`.
 pub fn person_of_udf(overrides: Arc<Overrides>) -> ScalarUDF {
     ScalarUDF::new_from_impl(PersonOf {
         overrides,
-        signature: Signature::exact(vec![DataType::Utf8, DataType::Utf8], Volatility::Immutable),
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
     })
 }
 
@@ -122,16 +142,10 @@ impl ScalarUDFImpl for PersonOf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let distinct_ids = as_string_array(&arrays[0])?;
-        let person_ids = as_string_array(&arrays[1])?;
-        let resolved: StringArray = distinct_ids
+        let stored = as_string_array(&arrays[0])?;
+        let resolved: StringArray = stored
             .iter()
-            .zip(person_ids.iter())
-            .map(|(distinct_id, stored)| {
-                distinct_id
-                    .and_then(|d| self.overrides.get(d).map(String::as_str))
-                    .or(stored)
-            })
+            .map(|stored| stored.map(|id| self.overrides.get(id).map_or(id, String::as_str)))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(resolved) as ArrayRef))
     }
@@ -156,9 +170,7 @@ pub fn register_events(
         .fields()
         .iter()
         .map(|field| match field.name().as_str() {
-            "person_id" => person_of
-                .call(vec![col("distinct_id"), col("person_id")])
-                .alias("person_id"),
+            "person_id" => person_of.call(vec![col("person_id")]).alias("person_id"),
             name => col(name),
         })
         .collect();

@@ -75,3 +75,37 @@ async fn events_of_a_merged_away_person_count_as_the_survivor() {
         "3"
     );
 }
+
+#[tokio::test]
+async fn a_login_that_only_attaches_an_id_leaves_person_ids_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), Mode::Writer, "test").unwrap());
+    let ingestor = Ingestor::open(store.clone()).unwrap();
+    let engine = Engine::new(store.clone(), Limits::default());
+    let mut login = event("$identify", "anonymous", 2_000_000);
+    login.merge_with = Some("user@example.com".to_string());
+    let events = [
+        event("viewed", "anonymous", 1_000_000),
+        login,
+        event("viewed", "user@example.com", 3_000_000),
+    ];
+    ingestor
+        .append(&events, 4_000_000, &BTreeMap::new())
+        .unwrap();
+    assert_eq!(
+        scalar(&engine, "SELECT count(DISTINCT person_id) FROM events").await,
+        "1"
+    );
+    // No merge of two persons, so no per-row resolution in the plan.
+    let plan = engine
+        .query(
+            "EXPLAIN SELECT count(DISTINCT person_id) FROM events",
+            Privileges::ReadStore,
+        )
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan.batches)
+        .unwrap()
+        .to_string();
+    assert!(!text.contains("plinth_person_of"), "{text}");
+}

@@ -1,12 +1,13 @@
 //! Identity: which distinct ids are one person, and that person's properties.
 //!
 //! A person's id is a UUID derived from the first distinct id it was seen
-//! with (version 5), so the same input always yields the same ids. When an
+//! with (`plinth_store::schema::derived_person_id`). When an
 //! anonymous id is identified (`$identify`, `$create_alias`, Segment
 //! identify/alias) with an id not yet seen, the new id joins the anonymous
 //! person: every event before and after the login counts as one person. When
 //! both ids already belong to different persons, their records merge into the
-//! older one.
+//! older one, which records the id of the one merged away: events stored
+//! under that id count as the survivor when queried.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +17,8 @@ use datafusion::arrow::array::{
     Array, ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
     TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
+use plinth_store::schema::{derived_person_id, possibly_merged_person_ids};
 use serde_json::{Map, Value};
-
-/// The namespace of person ids derived from distinct ids.
-const PERSON_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x8c0f_7a2e_4d61_4c4b_9a57_1f43_62d9_0b15);
 
 #[derive(Debug, Clone)]
 struct Person {
@@ -28,6 +26,8 @@ struct Person {
     distinct_ids: Vec<String>,
     properties: Map<String, Value>,
     created_at_micros: i64,
+    /// Persons merged into this one; their stored events carry these ids.
+    merged_person_ids: Vec<String>,
 }
 
 /// The distinct-id to person map and the persons' properties.
@@ -60,6 +60,14 @@ impl Identities {
                 .as_any()
                 .downcast_ref::<TimestampMicrosecondArray>()
                 .context("created_at")?;
+            let merged = batch
+                .column_by_name("merged_person_ids")
+                .map(|c| {
+                    c.as_any()
+                        .downcast_ref::<ListArray>()
+                        .context("merged_person_ids")
+                })
+                .transpose()?;
             for row in 0..batch.num_rows() {
                 let list = distinct.value(row);
                 let list = list
@@ -67,15 +75,28 @@ impl Identities {
                     .downcast_ref::<StringArray>()
                     .context("distinct id list")?;
                 let distinct_ids: Vec<String> = list.iter().flatten().map(str::to_string).collect();
+                let person_id = ids.value(row);
+                let merged_person_ids = match merged {
+                    Some(merged) if merged.is_valid(row) => {
+                        let list = merged.value(row);
+                        let list = list
+                            .as_any()
+                            .downcast_ref::<StringArray>()
+                            .context("merged person id list")?;
+                        list.iter().flatten().map(str::to_string).collect()
+                    }
+                    _ => possibly_merged_person_ids(person_id, &distinct_ids),
+                };
                 let index = identities.persons.len();
                 for id in &distinct_ids {
                     identities.by_distinct_id.insert(id.clone(), index);
                 }
                 identities.persons.push(Some(Person {
-                    person_id: ids.value(row).into(),
+                    person_id: person_id.into(),
                     distinct_ids,
                     properties: serde_json::from_str(properties.value(row)).unwrap_or_default(),
                     created_at_micros: created.value(row),
+                    merged_person_ids,
                 }));
             }
         }
@@ -155,6 +176,7 @@ impl Identities {
         let mut distinct = ListBuilder::new(StringBuilder::new());
         let mut properties = StringBuilder::new();
         let mut created = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut merged = ListBuilder::new(StringBuilder::new());
         for person in self.persons.iter().flatten() {
             ids.append_value(&person.person_id);
             for id in &person.distinct_ids {
@@ -163,12 +185,17 @@ impl Identities {
             distinct.append(true);
             properties.append_value(serde_json::to_string(&person.properties)?);
             created.append_value(person.created_at_micros);
+            for id in &person.merged_person_ids {
+                merged.values().append_value(id);
+            }
+            merged.append(true);
         }
         let columns: Vec<Arc<dyn Array>> = vec![
             Arc::new(ids.finish()),
             Arc::new(distinct.finish()),
             Arc::new(properties.finish()),
             Arc::new(created.finish()),
+            Arc::new(merged.finish()),
         ];
         Ok(RecordBatch::try_new(
             plinth_store::schema::persons(),
@@ -186,12 +213,12 @@ impl Identities {
             return index;
         }
         let index = self.persons.len();
-        let person_id = uuid::Uuid::new_v5(&PERSON_NAMESPACE, distinct_id.as_bytes());
         self.persons.push(Some(Person {
-            person_id: person_id.to_string().into(),
+            person_id: derived_person_id(distinct_id).into(),
             distinct_ids: vec![distinct_id.to_string()],
             properties: Map::new(),
             created_at_micros: at_micros,
+            merged_person_ids: Vec::new(),
         }));
         self.by_distinct_id.insert(distinct_id.to_string(), index);
         self.changed = true;
@@ -227,6 +254,8 @@ impl Identities {
             self.by_distinct_id.insert(id.clone(), keep);
         }
         kept.distinct_ids.extend(dropped.distinct_ids);
+        kept.merged_person_ids.push(dropped.person_id.to_string());
+        kept.merged_person_ids.extend(dropped.merged_person_ids);
         for (key, value) in dropped.properties {
             kept.properties.entry(key).or_insert(value);
         }
@@ -258,7 +287,7 @@ mod tests {
         let mut ids = Identities::default();
         let old = ids.resolve("a", 1);
         ids.set_properties("a", 1, Some(&json_map(r#"{"plan":"free"}"#)), None);
-        ids.resolve("b", 5);
+        let young = ids.resolve("b", 5);
         ids.set_properties(
             "b",
             5,
@@ -273,6 +302,22 @@ mod tests {
         let person = reloaded.person(reloaded.by_distinct_id["b"]);
         assert_eq!(person.properties["plan"], "free");
         assert_eq!(person.properties["email"], "x@y");
+        assert_eq!(person.merged_person_ids, [young.to_string()]);
+    }
+
+    #[test]
+    fn attaching_an_id_records_no_merge_and_old_files_yield_every_possible_merge() {
+        let mut ids = Identities::default();
+        let anon = ids.resolve("anon", 1);
+        ids.merge("anon", "user", 2);
+        assert!(ids.person(0).merged_person_ids.is_empty());
+        // A persons file of an earlier version has no merged_person_ids.
+        let batch = ids.to_batch().unwrap();
+        let old = batch.project(&[0, 1, 2, 3]).unwrap();
+        let reloaded = Identities::load(&[old]).unwrap();
+        let person = reloaded.person(reloaded.by_distinct_id["user"]);
+        assert_eq!(*person.person_id, *anon);
+        assert_eq!(person.merged_person_ids, [derived_person_id("user")]);
     }
 
     #[test]

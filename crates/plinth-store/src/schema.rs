@@ -38,7 +38,39 @@ pub fn persons() -> SchemaRef {
         ),
         Field::new("properties", DataType::Utf8, false),
         Field::new("created_at", timestamp_type(), false),
+        // The ids of persons merged into this one: their stored events still
+        // carry those ids, and queries count them as this person. Null in
+        // files written before the column existed.
+        Field::new(
+            "merged_person_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
     ]))
+}
+
+/// The namespace of person ids derived from distinct ids.
+const PERSON_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8c0f_7a2e_4d61_4c4b_9a57_1f43_62d9_0b15);
+
+/// The id of a person first seen with `distinct_id`: a UUID (version 5)
+/// derived from it, so the same input always yields the same ids.
+pub fn derived_person_id(distinct_id: &str) -> String {
+    uuid::Uuid::new_v5(&PERSON_NAMESPACE, distinct_id.as_bytes()).to_string()
+}
+
+/// For a `persons` row written before `merged_person_ids` existed: every id a
+/// person merged into it could have had. A person's id derives from its
+/// first distinct id and a merge moves every distinct id to the survivor,
+/// so the merged-away ids are among those derived from the survivor's other
+/// distinct ids (ids that were only attached were never persons; they
+/// appear in no event and cost only a map entry).
+pub fn possibly_merged_person_ids(person_id: &str, distinct_ids: &[String]) -> Vec<String> {
+    distinct_ids
+        .iter()
+        .map(|id| derived_person_id(id))
+        .filter(|id| id != person_id)
+        .collect()
 }
 
 /// `groups`: one row per group (a company, a team, ...) that a

@@ -39,6 +39,9 @@ impl Store {
     /// `holder` describes this process in the lock file, so that a second
     /// writer is told who holds it (e.g. "plinth serve on 127.0.0.1:8000").
     pub fn open(root: &Path, mode: Mode, holder: &str) -> Result<Store> {
+        // Scans name files by absolute path (object_store's local file URLs).
+        let root = &std::path::absolute(root)
+            .with_context(|| format!("resolving data directory {}", root.display()))?;
         let lock = match mode {
             Mode::Writer => {
                 fs::create_dir_all(root)

@@ -129,3 +129,37 @@ fn stats_names_the_bad_field() {
     let line = stderr_line(&output);
     assert!(line.contains("control.sum"), "{line}");
 }
+
+#[test]
+fn a_relative_data_directory_works_for_import_and_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    std::fs::write(
+        &events,
+        "{\"event\":\"$pageview\",\"distinct_id\":\"u1\",\"timestamp\":\"2026-01-02T03:04:05Z\"}\n",
+    )
+    .unwrap();
+    let in_dir = |args: &[&str]| {
+        let output = common::plinth()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    in_dir(&["import", "--data", "data", "events.ndjson"]);
+    let printed = in_dir(&[
+        "sql",
+        "--data",
+        "data",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM events",
+    ]);
+    assert_eq!(printed.trim(), "n\n1");
+}
