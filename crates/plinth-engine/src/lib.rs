@@ -1,6 +1,10 @@
 //! The query engine: a DataFusion session over the store, with the JSON
 //! functions, per-query limits and the rules on what SQL may do.
 //!
+//! Besides DataFusion's functions and the JSON functions, SQL has the
+//! product-analytics aggregates of [`aggregates`]: `window_funnel` and
+//! `retention_periods`.
+//!
 //! Every query gets its own [`SessionContext`] whose memory pool is the
 //! per-query limit (operators spill to disk beyond it) and whose plan is
 //! checked against the caller's [`Privileges`] before it runs: only admins may
@@ -14,6 +18,7 @@
 //! This crate knows nothing of HTTP, users or keys: callers say what a query
 //! may do.
 
+pub mod aggregates;
 pub mod format;
 mod person_overrides;
 
@@ -144,6 +149,7 @@ impl Engine {
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
+        aggregates::register(&ctx);
         for table in self.store.tables() {
             if table.name() == "events" {
                 let overrides = self
