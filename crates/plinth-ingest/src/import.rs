@@ -60,6 +60,11 @@ pub struct ImportReport {
 }
 
 /// Imports one file. `progress` is called with the bytes read so far.
+///
+/// Two stages overlap: this thread reads the next chunk of rows and parses
+/// it on every core, while a committer thread resolves the previous chunk's
+/// persons, sorts it and writes its Parquet files. The committer takes the
+/// chunks in file order, one at a time, so checkpoints still only grow.
 pub fn import_file(
     ingestor: &Ingestor,
     path: &Path,
@@ -93,26 +98,87 @@ pub fn import_file(
         ..Default::default()
     };
     let display = path.display().to_string();
-    let mut commit = |rows: Vec<(u64, String)>, end: u64| -> Result<()> {
-        let (events, rejected) = decode_rows(rows, &display);
-        let rejected: Vec<QuarantineInput> = rejected
-            .into_iter()
-            .filter(|(line, _)| *line > quarantined_done)
-            .map(|(_, q)| q)
-            .collect();
+    std::thread::scope(|scope| {
+        // One chunk waits while another is committed: memory stays bounded
+        // at about three chunks.
+        let (chunks, committer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
+        let committer = scope.spawn(move || -> Result<()> {
+            for chunk in committer_chunks {
+                chunk.commit(ingestor)?;
+            }
+            Ok(())
+        });
+        let mut commit = |rows: Vec<(u64, String)>, end: u64| -> Result<()> {
+            let (events, rejected) = decode_rows(rows, &display);
+            let rejected: Vec<QuarantineInput> = rejected
+                .into_iter()
+                .filter(|(line, _)| *line > quarantined_done)
+                .map(|(_, q)| q)
+                .collect();
+            report.events += events.len() as u64;
+            report.quarantined += rejected.len() as u64;
+            let chunk = DecodedChunk {
+                events,
+                rejected,
+                checkpoint: BTreeMap::from([(key.clone(), end)]),
+            };
+            // A closed channel means the committer failed; its error is
+            // the one reported.
+            chunks
+                .send(chunk)
+                .map_err(|_| anyhow::anyhow!("the committer stopped"))
+        };
+        let read = read_rows(
+            path,
+            format,
+            done,
+            commit_rows,
+            &mut report.rows,
+            progress,
+            &mut commit,
+        );
+        drop(commit);
+        drop(chunks);
+        let committed = committer.join().expect("committer thread");
+        committed.and(read)
+    })?;
+    Ok(report)
+}
+
+/// Parsed rows of one chunk, ready to commit.
+struct DecodedChunk {
+    events: Vec<EventInput>,
+    rejected: Vec<QuarantineInput>,
+    checkpoint: BTreeMap<String, u64>,
+}
+
+impl DecodedChunk {
+    /// Quarantined rows, then persons, then events, each commit carrying the
+    /// chunk's checkpoint.
+    fn commit(self, ingestor: &Ingestor) -> Result<()> {
         let now = chrono::Utc::now().timestamp_micros();
-        let checkpoint = BTreeMap::from([(key.clone(), end)]);
-        if !rejected.is_empty() {
+        if !self.rejected.is_empty() {
             ingestor.store().quarantine.append(
-                &[crate::rows::quarantine_batch(&rejected, now)?],
-                &checkpoint,
+                &[crate::rows::quarantine_batch(&self.rejected, now)?],
+                &self.checkpoint,
             )?;
         }
-        ingestor.append(&events, now, &checkpoint)?;
-        report.events += events.len() as u64;
-        report.quarantined += rejected.len() as u64;
-        Ok(())
-    };
+        ingestor.append(&self.events, now, &self.checkpoint)
+    }
+}
+
+/// Reads the rows of `path` after the first `done`, handing them to
+/// `commit` every `commit_rows` rows with the number of the last row read.
+fn read_rows(
+    path: &Path,
+    format: ImportFormat,
+    done: u64,
+    commit_rows: usize,
+    rows_read: &mut u64,
+    progress: &dyn Fn(u64),
+    commit: &mut dyn FnMut(Vec<(u64, String)>, u64) -> Result<()>,
+) -> Result<()> {
+    let display = path.display();
     match format {
         ImportFormat::Ndjson => {
             let file = File::open(path)?;
@@ -132,7 +198,7 @@ pub fn import_file(
                 if line_number <= done {
                     continue;
                 }
-                report.rows += 1;
+                *rows_read += 1;
                 if !line.trim().is_empty() {
                     chunk.push((line_number, line.trim_end().to_string()));
                 }
@@ -146,7 +212,7 @@ pub fn import_file(
         }
         ImportFormat::Csv | ImportFormat::Parquet => {
             let batches = read_tabular(path, format)?;
-            progress(metadata.len());
+            progress(std::fs::metadata(path)?.len());
             let mut chunk = Vec::new();
             let mut row_number = 0u64;
             for batch in batches {
@@ -155,7 +221,7 @@ pub fn import_file(
                     if row_number <= done {
                         continue;
                     }
-                    report.rows += 1;
+                    *rows_read += 1;
                     chunk.push((row_number, object));
                     if chunk.len() >= commit_rows {
                         commit(std::mem::take(&mut chunk), row_number)?;
@@ -167,7 +233,7 @@ pub fn import_file(
             }
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A file is the same import while its path, size and modification time
