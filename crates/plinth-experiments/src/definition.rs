@@ -30,6 +30,7 @@
 //! sequential: {tuning: 5000}       # always-valid intervals; `true` for the default N*
 //! alpha: 0.05
 //! min_units: 100                   # fewer units in a variant is a warning
+//! multiple_testing: holm           # none (default) | holm | bh, across primary and secondary metrics
 //! ```
 //!
 //! Metric kinds, each measured per person from their first exposure to
@@ -39,6 +40,16 @@
 //! (the sum of the numeric `property` of their `event`s), and `ratio` (the
 //! sum of a numerator component over the sum of a denominator component,
 //! by the delta method).
+//!
+//! `multiple_testing` corrects the p-values of every comparison of a
+//! treatment with the control on a primary or secondary metric (not the
+//! guardrails), as one family, as GrowthBook does: `holm`
+//! (Holm–Bonferroni, which controls the chance of any false positive) or
+//! `bh` (Benjamini–Hochberg, which controls the expected share of false
+//! positives among the significant results); `none`, GrowthBook's default,
+//! is the default. `holm-bonferroni` and `benjamini-hochberg` are accepted
+//! as GrowthBook spells them. What the results then report is described in
+//! [`crate::analysis`].
 
 use chrono::{DateTime, NaiveDate, TimeDelta};
 use serde::{Deserialize, Serialize};
@@ -202,6 +213,30 @@ pub struct ExperimentDefinition {
     pub alpha: f64,
     #[serde(default = "default_min_units")]
     pub min_units: u64,
+    #[serde(default, skip_serializing_if = "MultipleTesting::is_none")]
+    pub multiple_testing: MultipleTesting,
+}
+
+/// The correction of p-values across an experiment's primary and
+/// secondary metrics (and its treatments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MultipleTesting {
+    /// Each comparison at `alpha` on its own (GrowthBook's default).
+    #[default]
+    None,
+    /// Holm–Bonferroni: the family-wise error rate stays below `alpha`.
+    #[serde(alias = "holm-bonferroni")]
+    Holm,
+    /// Benjamini–Hochberg: the false discovery rate stays below `alpha`.
+    #[serde(alias = "benjamini-hochberg")]
+    Bh,
+}
+
+impl MultipleTesting {
+    pub fn is_none(&self) -> bool {
+        *self == MultipleTesting::None
+    }
 }
 
 fn default_alpha() -> f64 {
@@ -642,6 +677,34 @@ primary_metrics:
         let experiment = ExperimentDefinition::parse(MINIMAL).unwrap();
         let again = ExperimentDefinition::parse(&experiment.definition.to_json()).unwrap();
         assert_eq!(again, experiment);
+    }
+
+    #[test]
+    fn multiple_testing_is_off_by_default_and_takes_growthbook_names() {
+        let experiment = ExperimentDefinition::parse(MINIMAL).unwrap();
+        assert_eq!(
+            experiment.definition.multiple_testing,
+            MultipleTesting::None
+        );
+        assert!(!experiment.definition.to_json().contains("multiple_testing"));
+        for (written, method) in [
+            ("holm", MultipleTesting::Holm),
+            ("holm-bonferroni", MultipleTesting::Holm),
+            ("bh", MultipleTesting::Bh),
+            ("benjamini-hochberg", MultipleTesting::Bh),
+            ("none", MultipleTesting::None),
+        ] {
+            let text = format!("{MINIMAL}multiple_testing: {written}\n");
+            let experiment = ExperimentDefinition::parse(&text).unwrap();
+            assert_eq!(experiment.definition.multiple_testing, method);
+            let again = ExperimentDefinition::parse(&experiment.definition.to_json()).unwrap();
+            assert_eq!(again, experiment);
+        }
+        let error =
+            ExperimentDefinition::parse(&format!("{MINIMAL}multiple_testing: bonferroni\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("unknown variant `bonferroni`"), "{error}");
     }
 
     #[test]

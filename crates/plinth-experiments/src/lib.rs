@@ -26,7 +26,7 @@ pub mod files;
 pub mod query;
 
 pub use analysis::{ExperimentResults, analyze};
-pub use definition::{DefinitionError, Experiment, ExperimentDefinition};
+pub use definition::{DefinitionError, Experiment, ExperimentDefinition, MultipleTesting};
 pub use files::{DefinitionFile, DefinitionFiles, FileError};
 pub use query::QueryPlan;
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use plinth_catalog::Catalog;
 use plinth_engine::Engine;
 use plinth_experiments::analysis::{Comparison, MetricResult};
-use plinth_experiments::{CATALOG_KIND, ExperimentDefinition, ExperimentResults};
+use plinth_experiments::{CATALOG_KIND, ExperimentDefinition, ExperimentResults, MultipleTesting};
 use plinth_store::{Mode, Store};
 
 use crate::cli::{ExperimentCommand, ResultsFormat};
@@ -125,13 +125,32 @@ fn table(results: &ExperimentResults) -> String {
         (1.0 - results.alpha) * 100.0,
         if results.cuped { ", CUPED" } else { "" }
     );
-    let _ = writeln!(
+    let corrected = results.multiple_testing.is_some();
+    if let Some(correction) = &results.multiple_testing {
+        let method = match correction.method {
+            MultipleTesting::Holm => "Holm-Bonferroni",
+            MultipleTesting::Bh => "Benjamini-Hochberg",
+            MultipleTesting::None => "none",
+        };
+        let _ = writeln!(
+            out,
+            "multiple testing: {method} over {} comparisons (primary and secondary metrics, each treatment); \
+             guardrails uncorrected; adjusted intervals at {:.2}%",
+            correction.comparisons,
+            (1.0 - correction.interval_alpha) * 100.0
+        );
+    }
+    let _ = write!(
         out,
-        "\n{:<28} {:<10} {:<16} {:>12} {:>9} {:>20} {:>8} {:>8}",
-        "metric", "role", "variant", "mean", "lift", "interval", "p-value", "win"
+        "\n{:<28} {:<10} {:<16} {:>12} {:>9} {:>20} {:>8}",
+        "metric", "role", "variant", "mean", "lift", "interval", "p-value"
     );
+    if corrected {
+        let _ = write!(out, " {:>8} {:>20}", "adj. p", "adj. interval");
+    }
+    let _ = writeln!(out, " {:>8}", "win");
     for metric in &results.metrics {
-        metric_rows(&mut out, metric);
+        metric_rows(&mut out, metric, corrected);
     }
     if !results.warnings.is_empty() {
         let _ = writeln!(out, "\nwarnings:");
@@ -142,7 +161,11 @@ fn table(results: &ExperimentResults) -> String {
     out
 }
 
-fn metric_rows(out: &mut String, metric: &MetricResult) {
+fn interval(ci: [f64; 2]) -> String {
+    format!("[{}, {}]", percent(ci[0]), percent(ci[1]))
+}
+
+fn metric_rows(out: &mut String, metric: &MetricResult, corrected: bool) {
     let role = serde_json::to_value(metric.role)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -163,12 +186,26 @@ fn metric_rows(out: &mut String, metric: &MetricResult) {
             variant.variant, variant.mean
         );
         if let Some(c) = comparison {
-            let interval = format!("[{}, {}]", percent(c.ci[0]), percent(c.ci[1]));
             let _ = write!(
                 out,
-                " {:>9} {interval:>20} {:>8.4} {:>7.1}%{}",
+                " {:>9} {:>20} {:>8.4}",
                 percent(c.lift),
-                c.p_value,
+                interval(c.ci),
+                c.p_value
+            );
+            if corrected {
+                match (c.p_value_adjusted, c.ci_adjusted) {
+                    (Some(p), Some(ci)) => {
+                        let _ = write!(out, " {p:>8.4} {:>20}", interval(ci));
+                    }
+                    _ => {
+                        let _ = write!(out, " {:>8} {:>20}", "-", "-");
+                    }
+                }
+            }
+            let _ = write!(
+                out,
+                " {:>7.1}%{}",
                 c.chance_to_win * 100.0,
                 if c.significant { "  significant" } else { "" }
             );

@@ -504,3 +504,238 @@ fn experiments_are_created_over_http_by_analysts_and_refused_when_invalid() {
         "{error:?}"
     );
 }
+
+/// Conversions per metric and arm of the multiple-testing fixture, of 1000
+/// units each; the control converts 200 on every metric. Against 200, the
+/// t-test's p-values are about: 280: 0.0004, 270: 0.0016, 255: 0.0096,
+/// 250: 0.017, 242: 0.040, 235: 0.081, 225: 0.20, 215: 0.43.
+const CONVERSIONS: [(&str, [u64; 3]); 5] = [
+    ("m1", [200, 280, 225]),
+    ("m2", [200, 215, 270]),
+    ("m3", [200, 255, 242]),
+    ("m4", [200, 235, 250]),
+    ("harm", [200, 260, 200]),
+];
+
+const MANY_METRICS: &str = "
+name: many-metrics
+flag: many-metrics
+variants: [control, a, b]
+start: 2026-03-01
+end: 2026-03-31
+primary_metrics:
+  - {name: m1, kind: conversion, event: m1}
+  - {name: m2, kind: conversion, event: m2}
+secondary_metrics:
+  - {name: m3, kind: conversion, event: m3}
+  - {name: m4, kind: conversion, event: m4}
+guardrails:
+  - {name: harm, kind: conversion, event: harm, higher_is_better: false}
+";
+
+/// Holm's adjusted p-values from the textbook definition:
+/// p~(i) = max over j <= i of min(1, (m - j + 1) p(j)), p(j) ascending.
+fn holm_by_hand(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![0.0; m];
+    for i in 0..m {
+        adjusted[order[i]] = (0..=i)
+            .map(|j| ((m - j) as f64 * p[order[j]]).min(1.0))
+            .fold(0.0, f64::max);
+    }
+    adjusted
+}
+
+/// Benjamini–Hochberg's adjusted p-values from the textbook definition:
+/// p~(i) = min over j >= i of min(1, m p(j) / j), p(j) ascending, j from 1.
+fn bh_by_hand(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let mut adjusted = vec![0.0; m];
+    for i in 0..m {
+        adjusted[order[i]] = (i..m)
+            .map(|j| (m as f64 * p[order[j]] / (j + 1) as f64).min(1.0))
+            .fold(1.0, f64::min);
+    }
+    adjusted
+}
+
+/// The comparisons of `results` as (metric, variant, comparison), in order.
+fn comparisons(results: &Value) -> Vec<(String, String, Value)> {
+    let mut all = Vec::new();
+    for metric in results["metrics"].as_array().unwrap() {
+        for comparison in metric["comparisons"].as_array().unwrap() {
+            all.push((
+                metric["name"].as_str().unwrap().to_string(),
+                comparison["variant"].as_str().unwrap().to_string(),
+                comparison.clone(),
+            ));
+        }
+    }
+    all
+}
+
+#[test]
+fn holm_and_bh_correct_primary_and_secondary_metrics_across_treatments_but_not_guardrails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut events = Vec::new();
+    for (arm, variant) in ["control", "a", "b"].iter().enumerate() {
+        for unit in 0..1000u64 {
+            let id = format!("{variant}-{unit}");
+            events.push(exposure_to("many-metrics", &id, 1, 10, variant));
+            for (metric, conversions) in CONVERSIONS {
+                if unit < conversions[arm] {
+                    events.push(event(metric, &id, 2, 10, json!({})));
+                }
+            }
+        }
+    }
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, events.join("\n") + "\n").unwrap();
+    run_ok(&["import", "--data", data, file.to_str().unwrap()]);
+    // The arms' sums, known by construction.
+    let request = |metric: &str, variant: &str, alpha: f64| {
+        let conversions = CONVERSIONS.iter().find(|c| c.0 == metric).unwrap().1;
+        let arm = ["control", "a", "b"]
+            .iter()
+            .position(|v| *v == variant)
+            .unwrap();
+        json!({"test": "ttest", "metric": "proportion", "alpha": alpha,
+               "control": {"n": 1000, "sum": conversions[0]},
+               "treatment": {"n": 1000, "sum": conversions[arm]}})
+    };
+
+    // Uncorrected: five of the eight primary and secondary comparisons are
+    // significant at 0.05 on their own, and the guardrail's harm in `a`.
+    create(data, dir.path(), MANY_METRICS);
+    let plain = results_json(data, "many-metrics");
+    assert!(plain["multiple_testing"].is_null());
+    let all = comparisons(&plain);
+    assert_eq!(all.len(), 10);
+    for (metric, variant, comparison) in &all {
+        assert_same_test(comparison, &stats(request(metric, variant, 0.05)));
+        assert!(comparison["p_value_adjusted"].is_null() && comparison["ci_adjusted"].is_null());
+    }
+    let family: Vec<&(String, String, Value)> = all.iter().filter(|c| c.0 != "harm").collect();
+    let p: Vec<f64> = family
+        .iter()
+        .map(|c| c.2["p_value"].as_f64().unwrap())
+        .collect();
+    let significant = |results: &Value| -> Vec<(String, String)> {
+        comparisons(results)
+            .into_iter()
+            .filter(|c| c.2["significant"] == true)
+            .map(|c| (c.0, c.1))
+            .collect()
+    };
+    let pair = |m: &str, v: &str| (m.to_string(), v.to_string());
+    assert_eq!(
+        significant(&plain),
+        [
+            pair("m1", "a"),
+            pair("m2", "b"),
+            pair("m3", "a"),
+            pair("m3", "b"),
+            pair("m4", "b"),
+            pair("harm", "a")
+        ]
+    );
+    assert_eq!(warning_codes(&plain), ["guardrail"]);
+
+    for (method, by_hand, expected) in [
+        (
+            "holm",
+            holm_by_hand(&p),
+            vec![pair("m1", "a"), pair("m2", "b"), pair("harm", "a")],
+        ),
+        (
+            "bh",
+            bh_by_hand(&p),
+            vec![
+                pair("m1", "a"),
+                pair("m2", "b"),
+                pair("m3", "a"),
+                pair("m4", "b"),
+                pair("harm", "a"),
+            ],
+        ),
+    ] {
+        let name = format!("many-{method}");
+        create(
+            data,
+            dir.path(),
+            &format!(
+                "{}multiple_testing: {method}\n",
+                MANY_METRICS.replace("name: many-metrics", &format!("name: {name}"))
+            ),
+        );
+        let results = results_json(data, &name);
+        // Holm keeps the chance of any false positive below 0.05: two
+        // survive; BH its expected share: four survive. The guardrail is
+        // judged alone, as GrowthBook does, and still warns.
+        assert_eq!(significant(&results), expected, "{method}");
+        assert_eq!(warning_codes(&results), ["guardrail"]);
+        let all = comparisons(&results);
+        let discoveries = expected.len() - 1;
+        let interval_alpha = match method {
+            "holm" => 0.05 / 8.0,
+            _ => 0.05 * discoveries as f64 / 8.0,
+        };
+        assert_eq!(
+            results["multiple_testing"],
+            json!({"method": method, "comparisons": 8, "interval_alpha": interval_alpha})
+        );
+        let family: Vec<&(String, String, Value)> = all.iter().filter(|c| c.0 != "harm").collect();
+        for ((metric, variant, comparison), by_hand) in family.iter().zip(&by_hand) {
+            let adjusted = comparison["p_value_adjusted"].as_f64().unwrap();
+            assert!(
+                close(adjusted, *by_hand),
+                "{method} {metric} {variant}: {adjusted} vs {by_hand}"
+            );
+            assert_eq!(comparison["significant"], *by_hand < 0.05);
+            // The interval of the same test at the corrected level: wider,
+            // and for BH excluding 0 exactly when significant.
+            let expected = stats(request(metric, variant, interval_alpha));
+            let ci = &comparison["ci_adjusted"];
+            for i in 0..2 {
+                assert!(
+                    close(ci[i].as_f64().unwrap(), expected["ci"][i].as_f64().unwrap()),
+                    "{method} {metric} {variant}: {ci} vs {expected}"
+                );
+            }
+            let (low, high) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+            assert!(low < comparison["ci"][0].as_f64().unwrap());
+            assert!(high > comparison["ci"][1].as_f64().unwrap());
+            if method == "bh" {
+                assert_eq!(comparison["significant"], low > 0.0 || high < 0.0);
+            }
+        }
+        let harm = &all.iter().find(|c| c.0 == "harm").unwrap().2;
+        assert!(harm["p_value_adjusted"].is_null() && harm["ci_adjusted"].is_null());
+        assert_eq!(harm["significant"], true);
+    }
+
+    // The table shows both p-values and both intervals; HTTP answers the
+    // same JSON.
+    let table = run_ok(&["experiment", "results", "many-holm", "--data", data]);
+    assert!(
+        table.contains("multiple testing: Holm-Bonferroni over 8 comparisons"),
+        "{table}"
+    );
+    assert!(
+        table.contains("adj. p") && table.contains("adj. interval"),
+        "{table}"
+    );
+    let (admin, _) = admin_and_capture_keys(data);
+    let results = results_json(data, "many-bh");
+    let server = Server::start(Path::new(data));
+    assert_eq!(
+        get_json(&server.url, &admin, "/api/v1/experiments/many-bh/results"),
+        results
+    );
+}
