@@ -505,6 +505,372 @@ fn experiments_are_created_over_http_by_analysts_and_refused_when_invalid() {
     );
 }
 
+/// The fixture with its events imported into `dir/data`; the data path.
+fn fixture_data(dir: &Path) -> String {
+    let data = dir.join("data");
+    let events = dir.join("events.ndjson");
+    std::fs::write(&events, fixture_events().join("\n") + "\n").unwrap();
+    let data = data.to_str().unwrap().to_string();
+    run_ok(&["import", "--data", &data, events.to_str().unwrap()]);
+    data
+}
+
+/// A key with `role` for `data`.
+fn key(data: &str, role: &str) -> String {
+    run_ok(&["keys", "create", "--data", data, "--role", role])
+        .trim()
+        .to_string()
+}
+
+/// `plinth serve` on `data`, which must refuse to start: its stderr.
+fn serve_refused(data: &str) -> String {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = common::plinth()
+        .args(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("plinth serve started although an experiment file is broken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
+/// An HTTP request with a key and a body; the status and the JSON answer.
+fn send(method: reqwest::Method, url: &str, key: &str, body: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::blocking::Client::new()
+        .request(method, url)
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn experiment_files_are_read_on_every_use_read_only_through_the_api_and_never_dropped_in_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture_data(dir.path());
+    let (admin, _) = admin_and_capture_keys(&data);
+    // Stored before the files exist: one stays visible, one is hidden by
+    // a file of the same name.
+    create(
+        &data,
+        dir.path(),
+        &FIXTURE_EXPERIMENT.replace("name: checkout-copy", "name: stored-one"),
+    );
+    create(
+        &data,
+        dir.path(),
+        &FIXTURE_EXPERIMENT.replace("name: checkout-copy", "name: as-json"),
+    );
+    let files = Path::new(&data).join("experiments");
+    std::fs::create_dir_all(&files).unwrap();
+    let yaml = files.join("checkout-copy.yml");
+    std::fs::write(&yaml, FIXTURE_EXPERIMENT).unwrap();
+    let json_file = files.join("as-json.json");
+    std::fs::write(
+        &json_file,
+        r#"{"name": "as-json", "flag": "checkout-copy", "variants": ["control", "test"],
+ "start": "2026-03-01", "end": "2026-03-31", "min_units": 5,
+ "primary_metrics": [{"name": "bought", "kind": "conversion", "event": "purchase"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(files.join("README.md"), "not a definition").unwrap();
+
+    // The CLI sees the files, says where each experiment comes from, uses
+    // them, and will not overwrite or delete them.
+    let listed = run_ok(&["experiment", "list", "--data", &data]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(lines[0].starts_with("as-json\t"), "{listed}");
+    assert!(
+        lines[0].ends_with(&format!(
+            "\tfile {} (shadows the stored definition)",
+            json_file.display()
+        )),
+        "{listed}"
+    );
+    assert!(
+        lines[1].ends_with(&format!("\tfile {}", yaml.display())),
+        "{listed}"
+    );
+    assert!(
+        lines[2].starts_with("stored-one\t") && lines[2].ends_with("\tstored"),
+        "{listed}"
+    );
+    let results = results_json(&data, "checkout-copy");
+    assert_eq!(results["variants"][1]["units"], 4, "{results:#}");
+    // The file's min_units (5), not the stored definition's (1).
+    assert_eq!(
+        warning_codes(&results_json(&data, "as-json")),
+        ["too_few_units", "multiple_variants"]
+    );
+    let copy = dir.path().join("copy.yml");
+    std::fs::write(&copy, FIXTURE_EXPERIMENT).unwrap();
+    for args in [
+        vec![
+            "experiment",
+            "create",
+            "--data",
+            &data,
+            copy.to_str().unwrap(),
+        ],
+        vec!["experiment", "delete", "checkout-copy", "--data", &data],
+    ] {
+        let refused = run(&args);
+        assert!(!refused.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(&format!("defined by the file {}", yaml.display())),
+            "{stderr}"
+        );
+    }
+
+    // The server: the same list and results; 409 for writes to a file's
+    // experiment, naming the file.
+    let server = Server::start(Path::new(&data));
+    let url = |path: &str| format!("{}{path}", server.url);
+    let list = get_json(&server.url, &admin, "/api/v1/experiments");
+    let summary: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("as-json", "file"),
+            ("checkout-copy", "file"),
+            ("stored-one", "stored")
+        ]
+    );
+    assert_eq!(list[0]["shadows_stored"], true);
+    assert_eq!(list[1]["path"], yaml.to_str().unwrap());
+    assert_eq!(list[1]["definition"]["min_units"], 1);
+    assert_eq!(
+        get_json(
+            &server.url,
+            &admin,
+            "/api/v1/experiments/checkout-copy/results"
+        ),
+        results
+    );
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/api/v1/experiments",
+            Some(FIXTURE_EXPERIMENT),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/experiments/checkout-copy",
+            Some(FIXTURE_EXPERIMENT),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/experiments/checkout-copy",
+            None,
+        ),
+    ] {
+        let (status, answer) = send(method.clone(), &url(path), &admin, body);
+        assert_eq!(status, 409, "{method} {path}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(yaml.to_str().unwrap()), "{error}");
+    }
+
+    // An edit shows at once, without a restart.
+    std::fs::write(
+        &yaml,
+        FIXTURE_EXPERIMENT.replace("min_units: 1", "min_units: 5"),
+    )
+    .unwrap();
+    let results = get_json(
+        &server.url,
+        &admin,
+        "/api/v1/experiments/checkout-copy/results",
+    );
+    assert_eq!(
+        warning_codes(&results),
+        ["too_few_units", "multiple_variants"]
+    );
+
+    // Broken while serving: the experiment answers the error, with the
+    // file and line (the metric `bought` is on line 9); it is still
+    // listed, and still the file's.
+    let broken = FIXTURE_EXPERIMENT.replace("kind: conversion", "kind: sum");
+    std::fs::write(&yaml, &broken).unwrap();
+    let where_ = format!("{} line 9: ", yaml.display());
+    let (status, answer) = send(
+        reqwest::Method::GET,
+        &url("/api/v1/experiments/checkout-copy/results"),
+        &admin,
+        None,
+    );
+    assert_eq!(status, 500, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.contains(&where_) && error.contains("`sum` needs a `property`"),
+        "{error}"
+    );
+    let list = get_json(&server.url, &admin, "/api/v1/experiments");
+    assert_eq!(list[1]["name"], "checkout-copy");
+    assert!(list[1]["definition"].is_null(), "{list:#}");
+    assert!(
+        list[1]["error"].as_str().unwrap().contains(&where_),
+        "{list:#}"
+    );
+    let (status, _) = send(
+        reqwest::Method::POST,
+        &url("/api/v1/experiments"),
+        &admin,
+        Some(FIXTURE_EXPERIMENT),
+    );
+    assert_eq!(status, 409);
+    drop(server);
+
+    // Broken at start: serve refuses, naming the file and line; the CLI
+    // lists what it can and fails the same way.
+    let stderr = serve_refused(&data);
+    assert!(stderr.contains(&where_), "{stderr}");
+    let listing = run(&["experiment", "list", "--data", &data]);
+    assert!(!listing.status.success());
+    let stdout = String::from_utf8_lossy(&listing.stdout);
+    assert!(stdout.starts_with("as-json\t"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&listing.stderr).contains(&where_),
+        "{listing:?}"
+    );
+    let results = run(&["experiment", "results", "checkout-copy", "--data", &data]);
+    assert!(!results.status.success());
+    assert!(
+        String::from_utf8_lossy(&results.stderr).contains(&where_),
+        "{results:?}"
+    );
+
+    // Without the files, the stored definition shows again.
+    std::fs::remove_file(&json_file).unwrap();
+    std::fs::remove_file(&yaml).unwrap();
+    assert_eq!(
+        warning_codes(&results_json(&data, "as-json")),
+        ["multiple_variants"]
+    );
+    let error = run(&["experiment", "results", "checkout-copy", "--data", &data]);
+    assert!(
+        String::from_utf8_lossy(&error.stderr).contains("no experiment named \"checkout-copy\""),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn experiments_are_deleted_and_replaced_by_analysts_over_http_and_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let viewer = key(data, "viewer");
+    let analyst = key(data, "analyst");
+    create(data, dir.path(), FIXTURE_EXPERIMENT);
+    create(
+        data,
+        dir.path(),
+        &FIXTURE_EXPERIMENT.replace("name: checkout-copy", "name: other"),
+    );
+    let server = Server::start(dir.path());
+    let url = |path: &str| format!("{}{path}", server.url);
+    let names = || -> Vec<String> {
+        get_json(&server.url, &viewer, "/api/v1/experiments")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(), ["checkout-copy", "other"]);
+    let delete = |key: &str, name: &str| {
+        send(
+            reqwest::Method::DELETE,
+            &url(&format!("/api/v1/experiments/{name}")),
+            key,
+            None,
+        )
+    };
+
+    let (status, answer) = delete(&viewer, "checkout-copy");
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(names(), ["checkout-copy", "other"]);
+    let (status, answer) = delete(&analyst, "checkout-copy");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"name": "checkout-copy", "deleted": true}));
+    assert_eq!(names(), ["other"]);
+    for path in [
+        "/api/v1/experiments/checkout-copy",
+        "/api/v1/experiments/checkout-copy/results",
+    ] {
+        let (status, _) = send(reqwest::Method::GET, &url(path), &viewer, None);
+        assert_eq!(status, 404, "{path}");
+    }
+    assert_eq!(delete(&analyst, "checkout-copy").0, 404);
+    assert_eq!(delete(&analyst, "never-was").0, 404);
+
+    // PUT creates (201), then replaces (200), under the URL's name only.
+    let put = |key: &str, name: &str, body: &str| {
+        send(
+            reqwest::Method::PUT,
+            &url(&format!("/api/v1/experiments/{name}")),
+            key,
+            Some(body),
+        )
+    };
+    assert_eq!(put(&viewer, "checkout-copy", FIXTURE_EXPERIMENT).0, 403);
+    assert_eq!(put(&analyst, "checkout-copy", FIXTURE_EXPERIMENT).0, 201);
+    let changed = FIXTURE_EXPERIMENT.replace("min_units: 1", "min_units: 7");
+    assert_eq!(put(&analyst, "checkout-copy", &changed).0, 200);
+    let definition = get_json(&server.url, &viewer, "/api/v1/experiments/checkout-copy");
+    assert_eq!(definition["min_units"], 7);
+    let (status, answer) = put(&analyst, "elsewhere", FIXTURE_EXPERIMENT);
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not \"elsewhere\""),
+        "{answer}"
+    );
+
+    // The CLI deletes from the same catalog, which the server reads.
+    let out = run_ok(&["experiment", "delete", "other", "--data", data]);
+    assert_eq!(out.trim(), "deleted experiment other");
+    assert_eq!(names(), ["checkout-copy"]);
+    let again = run(&["experiment", "delete", "other", "--data", data]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no experiment named \"other\""),
+        "{again:?}"
+    );
+}
+
 /// Conversions per metric and arm of the multiple-testing fixture, of 1000
 /// units each; the control converts 200 on every metric. Against 200, the
 /// t-test's p-values are about: 280: 0.0004, 270: 0.0016, 255: 0.0096,
