@@ -90,6 +90,14 @@ pub enum AlertCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Delete an alert: a running server stops evaluating it within a
+    /// second; the points it flagged and its delivery log are kept.
+    Delete {
+        #[command(flatten)]
+        data: DataArg,
+        /// The alert's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
