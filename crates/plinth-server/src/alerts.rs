@@ -20,8 +20,8 @@
 //! Deleting an alert stops it: the scheduler of a running server reads the
 //! definitions every second and drops the ones that are gone, so it is
 //! not evaluated again and its undelivered points are not resumed after a
-//! restart. (A delivery already under way, retrying, finishes its
-//! remaining attempts.) Its history, the points it flagged and the
+//! restart. (An evaluation already running, or a delivery already
+//! retrying, finishes.) Its history, the points it flagged and the
 //! delivery log, is kept: it is the record of who was told what and when,
 //! it stays readable at `/api/v1/alerts/{name}/deliveries`, and an alert
 //! created again under the same name takes it up, so that it does not
