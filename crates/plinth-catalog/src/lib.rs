@@ -201,6 +201,17 @@ impl Catalog {
             .optional()?)
     }
 
+    /// Deletes the definition `name` of `kind`; returns whether there was
+    /// one. Nothing else goes with it: an alert's flagged points and
+    /// delivery log stay, under its name.
+    pub fn delete_definition(&self, kind: &str, name: &str) -> Result<bool> {
+        let deleted = self.connection.lock().expect("catalog lock").execute(
+            "DELETE FROM definitions WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+        )?;
+        Ok(deleted > 0)
+    }
+
     /// Every definition of `kind` as (name, body), by name.
     pub fn definitions(&self, kind: &str) -> Result<Vec<(String, String)>> {
         let connection = self.connection.lock().expect("catalog lock");
@@ -368,6 +379,23 @@ mod tests {
             Some("{4}")
         );
         assert_eq!(catalog.definition("alert", "b").unwrap(), None);
+    }
+
+    #[test]
+    fn deleting_a_definition_keeps_other_kinds_and_the_alert_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        catalog.put_definition("alert", "a", "{1}").unwrap();
+        catalog.put_definition("experiment", "a", "{2}").unwrap();
+        catalog.record_alert_point("a", 10, "{}").unwrap();
+        assert!(catalog.delete_definition("alert", "a").unwrap());
+        assert!(!catalog.delete_definition("alert", "a").unwrap());
+        assert_eq!(catalog.definition("alert", "a").unwrap(), None);
+        assert_eq!(
+            catalog.definition("experiment", "a").unwrap().as_deref(),
+            Some("{2}")
+        );
+        assert_eq!(catalog.alert_points("a").unwrap(), ["{}"]);
     }
 
     #[test]

@@ -2,16 +2,48 @@
 //! variant, each treatment compared with the control (frequentist or
 //! sequential interval and p-value, Bayesian chance to win, CUPED when the
 //! experiment has a pre-period), the sample ratio check, and warnings.
+//!
+//! With `multiple_testing` (`holm` or `bh`), the comparisons of every
+//! treatment with the control on every primary and secondary metric form
+//! one family of `m` tests, as in GrowthBook; guardrails stay out of it
+//! (a guardrail is a safety check: correcting it would hide harm) and are
+//! judged at `alpha` alone. Each comparison of the family then carries:
+//!
+//! - `p_value_adjusted`: Holm–Bonferroni's or Benjamini–Hochberg's adjusted
+//!   p-value (`plinth_stats::multiple_testing`), and `significant` means
+//!   `p_value_adjusted < alpha`; `p_value` stays the unadjusted one;
+//! - `ci_adjusted`: the interval of the same test at a corrected level,
+//!   `results.multiple_testing.interval_alpha`. For `holm` that is
+//!   `alpha / m`: Bonferroni's simultaneous intervals, which all cover
+//!   their true lifts at once with probability at least `1 - alpha`. They
+//!   are valid but can be more cautious than Holm's p-values: a comparison
+//!   Holm finds significant only thanks to its step-down may still have an
+//!   interval that crosses 0. (No interval matches Holm's decisions and
+//!   stays informative; GrowthBook widens the interval until it matches the
+//!   adjusted p-value, which has no coverage guarantee, so we do not.) For
+//!   `bh` it is `R * alpha / m`, `R` being the number of significant
+//!   comparisons (at least 1): Benjamini and Yekutieli's (2005) false
+//!   coverage-rate intervals, which keep the expected share of
+//!   significant comparisons whose interval misses its true lift below
+//!   `alpha`; they exclude 0 exactly for the comparisons BH finds
+//!   significant (for the fixed-horizon test). Sequential experiments get
+//!   the always-valid interval at that level.
+//!
+//! Chance to win is Bayesian and is not corrected (GrowthBook corrects only
+//! frequentist results).
 
+use plinth_stats::FrequentistResult;
 use plinth_stats::{
     BaseStatistic, BayesianConfig, DifferenceType, FrequentistConfig, ProportionStatistic,
     RatioStatistic, RegressionAdjustedStatistic, SampleMeanStatistic, SequentialConfig, StatsError,
-    Unavailable, VariantStatistic, bayesian_test, cuped_theta, sample_ratio_mismatch,
-    sequential_test, welch_t_test,
+    Unavailable, VariantStatistic, bayesian_test, benjamini_hochberg, cuped_theta, holm_bonferroni,
+    sample_ratio_mismatch, sequential_test, welch_t_test,
 };
 use serde::Serialize;
 
-use crate::definition::{Component, Experiment, Measure, Metric, MetricKind, MetricRole};
+use crate::definition::{
+    Component, Experiment, Measure, Metric, MetricKind, MetricRole, MultipleTesting,
+};
 use crate::query::{ExperimentSums, GroupSums, QueryPlan, Span};
 
 /// The results of one experiment, as the CLI prints and the API answers.
@@ -30,8 +62,23 @@ pub struct ExperimentResults {
     /// Whether metrics are adjusted by their pre-exposure values.
     pub cuped: bool,
     pub alpha: f64,
+    /// The correction across metrics, when the definition asks for one.
+    pub multiple_testing: Option<MultipleTestingSummary>,
     pub metrics: Vec<MetricResult>,
     pub warnings: Vec<Warning>,
+}
+
+/// How the p-values and intervals of the primary and secondary metrics
+/// were corrected.
+#[derive(Debug, Clone, Serialize)]
+pub struct MultipleTestingSummary {
+    /// `holm` or `bh`.
+    pub method: MultipleTesting,
+    /// The size of the family: treatments times primary and secondary metrics.
+    pub comparisons: usize,
+    /// The level of the adjusted intervals: each `ci_adjusted` has coverage
+    /// `1 - interval_alpha` on its own.
+    pub interval_alpha: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +128,15 @@ pub struct Comparison {
     pub lift: f64,
     /// Confidence interval of the lift; always valid when sequential.
     pub ci: [f64; 2],
+    /// Unadjusted, whatever `multiple_testing` says.
     pub p_value: f64,
+    /// Corrected for the other comparisons of the family (see the module's
+    /// documentation); `None` without a correction and for guardrails.
+    pub p_value_adjusted: Option<f64>,
+    /// The interval at the corrected level; `None` when `p_value_adjusted` is.
+    pub ci_adjusted: Option<[f64; 2]>,
+    /// `p_value_adjusted < alpha` when corrected, else `p_value < alpha`
+    /// (never when the test is unavailable).
     pub significant: bool,
     /// Bayesian probability that the variant is better than the control
     /// (lower is better when the metric says so).
@@ -187,6 +242,7 @@ pub fn analyze(
     let mut metrics = Vec::new();
     for metric in &experiment.metrics {
         let result = analyze_metric(experiment, plan, sums, metric)?;
+        // Guardrails are never corrected, so their warnings can be decided now.
         if metric.role == MetricRole::Guardrail {
             for comparison in &result.comparisons {
                 let worse = if metric.higher_is_better {
@@ -210,6 +266,7 @@ pub fn analyze(
         }
         metrics.push(result);
     }
+    let multiple_testing = correct(experiment, &mut metrics)?;
 
     Ok(ExperimentResults {
         experiment: definition.name.clone(),
@@ -221,8 +278,97 @@ pub fn analyze(
         sequential_tuning: experiment.sequential_tuning,
         cuped: experiment.pre_period_micros.is_some(),
         alpha: definition.alpha,
+        multiple_testing,
         metrics,
         warnings,
+    })
+}
+
+/// Applies the definition's multiple-testing correction to the
+/// comparisons of the primary and secondary metrics.
+fn correct(
+    experiment: &Experiment,
+    metrics: &mut [MetricResult],
+) -> Result<Option<MultipleTestingSummary>, StatsError> {
+    let method = experiment.definition.multiple_testing;
+    let alpha = experiment.definition.alpha;
+    // (metric, comparison) of every test in the family.
+    let family: Vec<(usize, usize)> = metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, metric)| metric.role != MetricRole::Guardrail)
+        .flat_map(|(i, metric)| (0..metric.comparisons.len()).map(move |j| (i, j)))
+        .collect();
+    let p_values: Vec<f64> = family
+        .iter()
+        .map(|&(i, j)| {
+            let p = metrics[i].comparisons[j].p_value;
+            if p.is_finite() {
+                p.clamp(0.0, 1.0)
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let adjusted = match method {
+        MultipleTesting::None => return Ok(None),
+        MultipleTesting::Holm => holm_bonferroni(&p_values)?,
+        MultipleTesting::Bh => benjamini_hochberg(&p_values)?,
+    };
+    for (&(i, j), &p) in family.iter().zip(&adjusted) {
+        let comparison = &mut metrics[i].comparisons[j];
+        comparison.p_value_adjusted = Some(p);
+        comparison.significant = comparison.unavailable.is_none() && p < alpha;
+    }
+    let m = family.len() as f64;
+    let interval_alpha = match method {
+        MultipleTesting::Bh => {
+            let significant = family
+                .iter()
+                .filter(|&&(i, j)| metrics[i].comparisons[j].significant)
+                .count();
+            alpha * significant.max(1) as f64 / m
+        }
+        _ => alpha / m,
+    };
+    for &(i, j) in &family {
+        let variants = &metrics[i].variants;
+        let (control, treatment) = (&variants[0].statistic, &variants[j + 1].statistic);
+        let (result, _) = frequentist_test(experiment, control, treatment, interval_alpha)?;
+        metrics[i].comparisons[j].ci_adjusted = Some(result.ci);
+    }
+    Ok(Some(MultipleTestingSummary {
+        method,
+        comparisons: family.len(),
+        interval_alpha,
+    }))
+}
+
+/// The experiment's frequentist test (sequential when enabled, else
+/// Welch's t-test) of the relative lift, at `alpha`.
+fn frequentist_test(
+    experiment: &Experiment,
+    control: &VariantStatistic,
+    treatment: &VariantStatistic,
+    alpha: f64,
+) -> Result<(FrequentistResult, &'static str), StatsError> {
+    Ok(match experiment.sequential_tuning {
+        Some(tuning) => {
+            let config = SequentialConfig {
+                difference: DifferenceType::Relative,
+                alpha,
+                test_value: 0.0,
+                tuning_parameter: tuning,
+            };
+            (sequential_test(control, treatment, &config)?, "sequential")
+        }
+        None => {
+            let config = FrequentistConfig {
+                alpha,
+                ..FrequentistConfig::default()
+            };
+            (welch_t_test(control, treatment, &config)?, "ttest")
+        }
     })
 }
 
@@ -327,24 +473,8 @@ fn analyze_metric(
     let control = &statistics[0];
     let mut comparisons = Vec::new();
     for (variant, treatment) in definition.variants.iter().zip(&statistics).skip(1) {
-        let (frequentist, test) = match experiment.sequential_tuning {
-            Some(tuning) => {
-                let config = SequentialConfig {
-                    difference: DifferenceType::Relative,
-                    alpha: definition.alpha,
-                    test_value: 0.0,
-                    tuning_parameter: tuning,
-                };
-                (sequential_test(control, treatment, &config)?, "sequential")
-            }
-            None => {
-                let config = FrequentistConfig {
-                    alpha: definition.alpha,
-                    ..FrequentistConfig::default()
-                };
-                (welch_t_test(control, treatment, &config)?, "ttest")
-            }
-        };
+        let (frequentist, test) =
+            frequentist_test(experiment, control, treatment, definition.alpha)?;
         let bayesian = bayesian_test(
             control,
             treatment,
@@ -380,6 +510,8 @@ fn analyze_metric(
             lift: frequentist.lift,
             ci: frequentist.ci,
             p_value: frequentist.p_value,
+            p_value_adjusted: None,
+            ci_adjusted: None,
             significant: frequentist.unavailable.is_none()
                 && frequentist.p_value < definition.alpha,
             chance_to_win: bayesian.chance_to_win,

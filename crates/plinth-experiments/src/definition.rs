@@ -30,6 +30,7 @@
 //! sequential: {tuning: 5000}       # always-valid intervals; `true` for the default N*
 //! alpha: 0.05
 //! min_units: 100                   # fewer units in a variant is a warning
+//! multiple_testing: holm           # none (default) | holm | bh, across primary and secondary metrics
 //! ```
 //!
 //! Metric kinds, each measured per person from their first exposure to
@@ -39,17 +40,143 @@
 //! (the sum of the numeric `property` of their `event`s), and `ratio` (the
 //! sum of a numerator component over the sum of a denominator component,
 //! by the delta method).
+//!
+//! `multiple_testing` corrects the p-values of every comparison of a
+//! treatment with the control on a primary or secondary metric (not the
+//! guardrails), as one family, as GrowthBook does: `holm`
+//! (Holm–Bonferroni, which controls the chance of any false positive) or
+//! `bh` (Benjamini–Hochberg, which controls the expected share of false
+//! positives among the significant results); `none`, GrowthBook's default,
+//! is the default. `holm-bonferroni` and `benjamini-hochberg` are accepted
+//! as GrowthBook spells them. What the results then report is described in
+//! [`crate::analysis`].
 
 use chrono::{DateTime, NaiveDate, TimeDelta};
 use serde::{Deserialize, Serialize};
 
-/// Why a definition was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid experiment definition: {0}")]
-pub struct DefinitionError(pub String);
+/// Why a definition was refused, and where in its text when known.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct DefinitionError {
+    pub message: String,
+    at: Option<At>,
+}
+
+impl std::fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid experiment definition: {}", self.message)?;
+        if let Some(At::Position { line, column }) = self.at {
+            write!(f, " at line {line} column {column}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a [`DefinitionError`] is: a position the YAML parser reported,
+/// or what validation was checking (a top-level key, or a metric by name).
+#[derive(Debug, Clone, PartialEq)]
+enum At {
+    Position {
+        line: usize,
+        column: usize,
+    },
+    Key(&'static str),
+    /// The `occurrence`-th (from 1) metric called `name`.
+    Metric {
+        name: String,
+        occurrence: usize,
+    },
+}
 
 fn invalid(message: impl Into<String>) -> DefinitionError {
-    DefinitionError(message.into())
+    DefinitionError {
+        message: message.into(),
+        at: None,
+    }
+}
+
+/// An error about the top-level `key`.
+fn invalid_key(key: &'static str, message: impl Into<String>) -> DefinitionError {
+    DefinitionError {
+        message: message.into(),
+        at: Some(At::Key(key)),
+    }
+}
+
+impl DefinitionError {
+    fn from_yaml(error: serde_norway::Error) -> DefinitionError {
+        let mut message = error.to_string();
+        let at = error.location().map(|l| {
+            // The parser appends the position to its message; it is kept
+            // apart, for callers that put the line in front.
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_string();
+            }
+            At::Position {
+                line: l.line(),
+                column: l.column(),
+            }
+        });
+        DefinitionError { message, at }
+    }
+
+    fn at_key(mut self, key: &'static str) -> DefinitionError {
+        self.at = Some(At::Key(key));
+        self
+    }
+
+    /// The line (from 1) of `text`, the definition this error is about,
+    /// where the problem is: the parser's position for errors of syntax
+    /// and types, else the line of the key or metric validation refused.
+    /// `None` when the error concerns no one line.
+    pub fn line(&self, text: &str) -> Option<usize> {
+        match self.at.as_ref()? {
+            At::Position { line, .. } => Some(*line),
+            At::Key(key) => find_line(text, |line| has_key(line, key)),
+            At::Metric { name, occurrence } => text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| names(line, name))
+                .nth(occurrence.saturating_sub(1))
+                .map(|(i, _)| i + 1),
+        }
+    }
+}
+
+fn find_line(text: &str, matches: impl Fn(&str) -> bool) -> Option<usize> {
+    text.lines().position(matches).map(|i| i + 1)
+}
+
+/// Where `key` is set on `line` (YAML in block or flow style, or JSON):
+/// the text after its colon.
+fn after_key<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    for quote in ["", "\""] {
+        let pattern = format!("{quote}{key}{quote}");
+        for (index, _) in line.match_indices(&pattern) {
+            let before = line[..index].trim_end();
+            let starts_key = before.is_empty()
+                || before.ends_with(['-', '{', ','])
+                || (quote.is_empty() && before.ends_with('"'));
+            let rest = line[index + pattern.len()..].trim_start();
+            if starts_key && let Some(value) = rest.strip_prefix(':') {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// Whether `line` sets `key`.
+fn has_key(line: &str, key: &str) -> bool {
+    after_key(line, key).is_some()
+}
+
+/// Whether `line` gives a metric (or the experiment) the name `name`.
+pub(crate) fn names(line: &str, name: &str) -> bool {
+    after_key(line, "name").is_some_and(|value| {
+        let value = value.split(['#', ',', '}']).next().unwrap_or("").trim();
+        value.trim_matches(['"', '\'']) == name
+    })
 }
 
 const MICROS_PER_DAY: f64 = 86_400_000_000.0;
@@ -86,6 +213,30 @@ pub struct ExperimentDefinition {
     pub alpha: f64,
     #[serde(default = "default_min_units")]
     pub min_units: u64,
+    #[serde(default, skip_serializing_if = "MultipleTesting::is_none")]
+    pub multiple_testing: MultipleTesting,
+}
+
+/// The correction of p-values across an experiment's primary and
+/// secondary metrics (and its treatments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MultipleTesting {
+    /// Each comparison at `alpha` on its own (GrowthBook's default).
+    #[default]
+    None,
+    /// Holm–Bonferroni: the family-wise error rate stays below `alpha`.
+    #[serde(alias = "holm-bonferroni")]
+    Holm,
+    /// Benjamini–Hochberg: the false discovery rate stays below `alpha`.
+    #[serde(alias = "benjamini-hochberg")]
+    Bh,
+}
+
+impl MultipleTesting {
+    pub fn is_none(&self) -> bool {
+        *self == MultipleTesting::None
+    }
 }
 
 fn default_alpha() -> f64 {
@@ -251,7 +402,7 @@ impl ExperimentDefinition {
     /// Reads a definition from YAML (JSON is YAML too) and validates it.
     pub fn parse(text: &str) -> Result<Experiment, DefinitionError> {
         let definition: ExperimentDefinition =
-            serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))?;
+            serde_norway::from_str(text).map_err(DefinitionError::from_yaml)?;
         definition.validate()
     }
 
@@ -263,33 +414,43 @@ impl ExperimentDefinition {
     /// Checks every field and resolves times, weights and metrics.
     pub fn validate(self) -> Result<Experiment, DefinitionError> {
         if self.name.trim().is_empty() || self.name.contains('/') {
-            return Err(invalid("`name` must be non-empty and must not contain `/`"));
+            return Err(invalid_key(
+                "name",
+                "`name` must be non-empty and must not contain `/`",
+            ));
         }
         if self.flag.is_empty() {
-            return Err(invalid("`flag` must be non-empty"));
+            return Err(invalid_key("flag", "`flag` must be non-empty"));
         }
         if self.variants.len() < 2 {
-            return Err(invalid(
+            return Err(invalid_key(
+                "variants",
                 "`variants` needs at least two names, the control first",
             ));
         }
         for (i, variant) in self.variants.iter().enumerate() {
             if self.variants[..i].contains(variant) {
-                return Err(invalid(format!("variant `{variant}` is listed twice")));
+                return Err(invalid_key(
+                    "variants",
+                    format!("variant `{variant}` is listed twice"),
+                ));
             }
         }
         let weights = match &self.weights {
             None => vec![1.0 / self.variants.len() as f64; self.variants.len()],
             Some(weights) => {
                 if weights.len() != self.variants.len() {
-                    return Err(invalid(format!(
-                        "`weights` has {} entries for {} variants",
-                        weights.len(),
-                        self.variants.len()
-                    )));
+                    return Err(invalid_key(
+                        "weights",
+                        format!(
+                            "`weights` has {} entries for {} variants",
+                            weights.len(),
+                            self.variants.len()
+                        ),
+                    ));
                 }
                 if weights.iter().any(|w| !(w.is_finite() && *w > 0.0)) {
-                    return Err(invalid("`weights` must be positive numbers"));
+                    return Err(invalid_key("weights", "`weights` must be positive numbers"));
                 }
                 let total: f64 = weights.iter().sum();
                 weights.iter().map(|w| w / total).collect()
@@ -308,13 +469,19 @@ impl ExperimentDefinition {
         if let (Some(start), Some(end)) = (start_micros, end_micros)
             && end < start
         {
-            return Err(invalid("`end` is before `start`"));
+            return Err(invalid_key("end", "`end` is before `start`"));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
-            return Err(invalid("`alpha` must be strictly between 0 and 1"));
+            return Err(invalid_key(
+                "alpha",
+                "`alpha` must be strictly between 0 and 1",
+            ));
         }
         if self.primary_metrics.is_empty() {
-            return Err(invalid("`primary_metrics` needs at least one metric"));
+            return Err(invalid_key(
+                "primary_metrics",
+                "`primary_metrics` needs at least one metric",
+            ));
         }
         let mut metrics = Vec::new();
         for (role, list) in [
@@ -324,23 +491,36 @@ impl ExperimentDefinition {
         ] {
             for metric in list {
                 if metrics.iter().any(|m: &Metric| m.name == metric.name) {
-                    return Err(invalid(format!(
-                        "metric `{}` is defined twice",
-                        metric.name
-                    )));
+                    return Err(DefinitionError {
+                        message: format!("metric `{}` is defined twice", metric.name),
+                        at: Some(At::Metric {
+                            name: metric.name.clone(),
+                            occurrence: 2,
+                        }),
+                    });
                 }
-                metrics.push(metric.validate(role)?);
+                metrics.push(metric.validate(role).map_err(|mut e| {
+                    e.at = Some(At::Metric {
+                        name: metric.name.clone(),
+                        occurrence: 1,
+                    });
+                    e
+                })?);
             }
         }
         let pre_period_micros = self
             .cuped
             .map(|c| days("cuped.pre_period_days", c.pre_period_days))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| e.at_key("pre_period_days"))?;
         let sequential_tuning = self.sequential.and_then(|s| s.tuning());
         if let Some(tuning) = sequential_tuning
             && !(tuning.is_finite() && tuning > 0.0)
         {
-            return Err(invalid("`sequential.tuning` must be a positive number"));
+            return Err(invalid_key(
+                "sequential",
+                "`sequential.tuning` must be a positive number",
+            ));
         }
         Ok(Experiment {
             weights,
@@ -435,7 +615,7 @@ fn days(field: &str, days: f64) -> Result<i64, DefinitionError> {
 
 /// A UTC date (its first microsecond, or its last when `end_of_day`) or an
 /// RFC 3339 time, as microseconds since the epoch.
-fn parse_time(field: &str, text: &str, end_of_day: bool) -> Result<i64, DefinitionError> {
+fn parse_time(field: &'static str, text: &str, end_of_day: bool) -> Result<i64, DefinitionError> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         let midnight = date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
         let time = if end_of_day {
@@ -448,9 +628,10 @@ fn parse_time(field: &str, text: &str, end_of_day: bool) -> Result<i64, Definiti
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_micros())
         .map_err(|_| {
-            invalid(format!(
-                "`{field}` must be a date (YYYY-MM-DD) or an RFC 3339 time, got {text:?}"
-            ))
+            invalid_key(
+                field,
+                format!("`{field}` must be a date (YYYY-MM-DD) or an RFC 3339 time, got {text:?}"),
+            )
         })
 }
 
@@ -496,6 +677,75 @@ primary_metrics:
         let experiment = ExperimentDefinition::parse(MINIMAL).unwrap();
         let again = ExperimentDefinition::parse(&experiment.definition.to_json()).unwrap();
         assert_eq!(again, experiment);
+    }
+
+    #[test]
+    fn multiple_testing_is_off_by_default_and_takes_growthbook_names() {
+        let experiment = ExperimentDefinition::parse(MINIMAL).unwrap();
+        assert_eq!(
+            experiment.definition.multiple_testing,
+            MultipleTesting::None
+        );
+        assert!(!experiment.definition.to_json().contains("multiple_testing"));
+        for (written, method) in [
+            ("holm", MultipleTesting::Holm),
+            ("holm-bonferroni", MultipleTesting::Holm),
+            ("bh", MultipleTesting::Bh),
+            ("benjamini-hochberg", MultipleTesting::Bh),
+            ("none", MultipleTesting::None),
+        ] {
+            let text = format!("{MINIMAL}multiple_testing: {written}\n");
+            let experiment = ExperimentDefinition::parse(&text).unwrap();
+            assert_eq!(experiment.definition.multiple_testing, method);
+            let again = ExperimentDefinition::parse(&experiment.definition.to_json()).unwrap();
+            assert_eq!(again, experiment);
+        }
+        let error =
+            ExperimentDefinition::parse(&format!("{MINIMAL}multiple_testing: bonferroni\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("unknown variant `bonferroni`"), "{error}");
+    }
+
+    #[test]
+    fn errors_know_their_line() {
+        let line = |text: &str| {
+            let error = ExperimentDefinition::parse(text).unwrap_err();
+            error.line(text)
+        };
+        // The parser's position: an unknown key, a wrong type.
+        assert_eq!(line(&MINIMAL.replace("window_days", "windw_days")), Some(6));
+        assert_eq!(
+            line(&MINIMAL.replace("[control, test]", "control")),
+            Some(4)
+        );
+        // Validation: the key, or the metric, it refused.
+        assert_eq!(
+            line(&MINIMAL.replace("[control, test]", "[control]")),
+            Some(4)
+        );
+        assert_eq!(line(&format!("{MINIMAL}weights: [1]\n")), Some(7));
+        assert_eq!(
+            line(&format!("{MINIMAL}end: 2020-01-01\nstart: 2021-01-01\n")),
+            Some(7)
+        );
+        assert_eq!(
+            line(&MINIMAL.replace("kind: conversion", "kind: sum")),
+            Some(6)
+        );
+        let twice =
+            format!("{MINIMAL}guardrails:\n  - name: bought\n    kind: count\n    event: refund\n");
+        assert_eq!(line(&twice), Some(8));
+        // JSON too.
+        let json = r#"{"name": "x", "flag": "x",
+  "variants": ["control", "test"],
+  "primary_metrics": [{"name": "m", "kind": "count", "event": "e"}],
+  "alpha": 2}"#;
+        assert_eq!(line(json), Some(4));
+        let error = ExperimentDefinition::parse(&MINIMAL.replace("window_days", "windw_days"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.ends_with("at line 6 column 65"), "{error}");
     }
 
     #[test]

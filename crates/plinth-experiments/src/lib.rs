@@ -11,6 +11,10 @@
 //! `plinth-stats`: lifts with intervals, p-values (sequential when enabled),
 //! chance to win, the sample ratio check, and warnings.
 //!
+//! Definitions come from the catalog (created through the API or
+//! `plinth experiment create`) or from files in `<data>/experiments/`
+//! ([`files`]), which win over stored ones of the same name.
+//!
 //! This crate owns what an experiment means and how its numbers come out of
 //! events. It must never depend on HTTP, the catalog or the CLI: callers
 //! load definitions (the catalog stores them as [`ExperimentDefinition::to_json`])
@@ -18,10 +22,12 @@
 
 pub mod analysis;
 pub mod definition;
+pub mod files;
 pub mod query;
 
 pub use analysis::{ExperimentResults, analyze};
-pub use definition::{DefinitionError, Experiment, ExperimentDefinition};
+pub use definition::{DefinitionError, Experiment, ExperimentDefinition, MultipleTesting};
+pub use files::{DefinitionFile, DefinitionFiles, FileError};
 pub use query::QueryPlan;
 
 use plinth_engine::{Engine, QueryError};

@@ -12,8 +12,9 @@
 //!   plan per event ([`tracking_plan`]).
 //!
 //! Errors are JSON `{"error": "..."}` with a status that says whose fault it
-//! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 408 time limit,
-//! 413 body too large, 422 memory limit, 500 ours.
+//! is: 400 bad SQL, 401 no or wrong key, 403 not allowed, 404 no such
+//! experiment or alert, 408 time limit, 409 an experiment that a definition
+//! file owns, 413 body too large, 422 memory limit, 500 ours.
 //!
 //! Capture endpoints (PostHog, Segment) are in [`capture`]; experiment
 //! definitions and results in [`experiments`]; alerts in [`alerts`];

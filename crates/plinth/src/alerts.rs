@@ -1,7 +1,7 @@
-//! `plinth alert`: store alert definitions in the catalog and list them;
-//! `plinth serve` evaluates them.
+//! `plinth alert`: store alert definitions in the catalog, list and delete
+//! them; `plinth serve` evaluates them.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use plinth_alerts::{AlertDefinition, CATALOG_KIND};
 use plinth_catalog::Catalog;
 
@@ -34,6 +34,18 @@ pub fn run(command: AlertCommand) -> Result<()> {
                     alert.webhook.url
                 );
             }
+            Ok(())
+        }
+        AlertCommand::Delete { data, name } => {
+            let catalog = Catalog::open(&data.dir)?;
+            if !catalog.delete_definition(CATALOG_KIND, &name)? {
+                bail!("no alert named {name:?} in {}", data.dir.display());
+            }
+            println!(
+                "deleted alert {name}; kept its history: {} flagged points, {} delivery attempts",
+                catalog.alert_points(&name)?.len(),
+                catalog.deliveries(&name)?.len()
+            );
             Ok(())
         }
     }

@@ -66,7 +66,8 @@ enum Command {
     Source(SourceCommand),
     /// Flag unusual days or hours of an event's count; or score the detector on NAB.
     Anomalies(AnomaliesArgs),
-    /// Experiments: create from YAML, list, and compute results from the events.
+    /// Experiments: create from YAML (or keep files in DIR/experiments/), list,
+    /// delete, and compute results from the events.
     #[command(subcommand)]
     Experiment(ExperimentCommand),
     /// Metric alerts that `plinth serve` evaluates on a schedule.
@@ -89,6 +90,14 @@ pub enum AlertCommand {
         #[command(flatten)]
         data: DataArg,
     },
+    /// Delete an alert: a running server stops evaluating it within a
+    /// second; the points it flagged and its delivery log are kept.
+    Delete {
+        #[command(flatten)]
+        data: DataArg,
+        /// The alert's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,10 +110,18 @@ pub enum ExperimentCommand {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// List the saved experiments.
+    /// List the experiments: saved ones and the files of DIR/experiments/.
     List {
         #[command(flatten)]
         data: DataArg,
+    },
+    /// Delete a saved experiment (one defined by a file is the file's to
+    /// delete).
+    Delete {
+        #[command(flatten)]
+        data: DataArg,
+        /// The experiment's name.
+        name: String,
     },
     /// Per variant and metric: units, mean, lift with interval, p-value,
     /// chance to win; the sample ratio check and warnings.

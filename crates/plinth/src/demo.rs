@@ -69,6 +69,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let Some(listener) = listener else {
             return Ok(());
         };
+        crate::serve::check_experiment_files(&args.data.dir, &catalog)?;
         let address = listener.local_addr()?;
         println!("Plinth demo is serving on http://{address}");
         println!(

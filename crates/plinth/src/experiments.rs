@@ -1,5 +1,7 @@
 //! `plinth experiment`: store experiment definitions in the catalog, list
-//! them, and compute an experiment's results from the events.
+//! and delete them, and compute an experiment's results from the events.
+//! Definitions in files of `DIR/experiments/` count too, and win over
+//! stored ones of the same name (`plinth_experiments::files`).
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -8,10 +10,31 @@ use anyhow::{Context, Result, bail};
 use plinth_catalog::Catalog;
 use plinth_engine::Engine;
 use plinth_experiments::analysis::{Comparison, MetricResult};
-use plinth_experiments::{CATALOG_KIND, ExperimentDefinition, ExperimentResults};
+use plinth_experiments::{
+    CATALOG_KIND, DefinitionFiles, Experiment, ExperimentDefinition, ExperimentResults,
+    MultipleTesting,
+};
 use plinth_store::{Mode, Store};
 
 use crate::cli::{ExperimentCommand, ResultsFormat};
+
+/// Fails when a file defines `name`: it is the file's to change.
+fn refuse_file(files: &DefinitionFiles, name: &str, doing: &str) -> Result<()> {
+    if let Some(path) = files.path_of(name) {
+        bail!(
+            "experiment {name:?} is defined by the file {}, which `plinth experiment {doing}` cannot change; edit or remove the file instead (files in that directory are read on every use, no `create` needed)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Says on stderr which files are broken, so that none is dropped in silence.
+fn warn_broken(files: &DefinitionFiles) {
+    if let Err(broken) = files.check() {
+        eprintln!("warning: {broken}");
+    }
+}
 
 pub fn run(command: ExperimentCommand) -> Result<()> {
     match command {
@@ -19,25 +42,46 @@ pub fn run(command: ExperimentCommand) -> Result<()> {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let experiment = ExperimentDefinition::parse(&text)?;
-            let catalog = Catalog::open(&data.dir)?;
             let name = &experiment.definition.name;
+            refuse_file(&DefinitionFiles::load(&data.dir)?, name, "create")?;
+            let catalog = Catalog::open(&data.dir)?;
             catalog.put_definition(CATALOG_KIND, name, &experiment.definition.to_json())?;
             println!("saved experiment {name}");
             Ok(())
         }
         ExperimentCommand::List { data } => {
+            let files = DefinitionFiles::load(&data.dir)?;
             let catalog = Catalog::open(&data.dir)?;
-            for (name, body) in catalog.definitions(CATALOG_KIND)? {
-                let experiment = ExperimentDefinition::parse(&body)?;
-                let definition = &experiment.definition;
-                println!(
-                    "{name}\tflag {}\tvariants {}\t{} to {}",
-                    definition.flag,
-                    definition.variants.join(", "),
-                    definition.start.as_deref().unwrap_or("(any time)"),
-                    definition.end.as_deref().unwrap_or("(running)"),
-                );
+            let stored = catalog.definitions(CATALOG_KIND)?;
+            let mut lines = Vec::new();
+            for (name, file) in files.iter() {
+                if let Ok(file) = file {
+                    let mut source = format!("file {}", file.path.display());
+                    if stored.iter().any(|(n, _)| n == name) {
+                        source.push_str(" (shadows the stored definition)");
+                    }
+                    lines.push((name.to_string(), line(&file.experiment, &source)));
+                }
             }
+            for (name, body) in stored {
+                if files.get(&name).is_none() {
+                    let experiment = ExperimentDefinition::parse(&body)?;
+                    lines.push((name, line(&experiment, "stored")));
+                }
+            }
+            lines.sort();
+            for (_, line) in lines {
+                println!("{line}");
+            }
+            files.check()?;
+            Ok(())
+        }
+        ExperimentCommand::Delete { data, name } => {
+            refuse_file(&DefinitionFiles::load(&data.dir)?, &name, "delete")?;
+            if !Catalog::open(&data.dir)?.delete_definition(CATALOG_KIND, &name)? {
+                bail!("no experiment named {name:?} in {}", data.dir.display());
+            }
+            println!("deleted experiment {name}");
             Ok(())
         }
         ExperimentCommand::Results {
@@ -46,14 +90,21 @@ pub fn run(command: ExperimentCommand) -> Result<()> {
             format,
             limits,
         } => {
-            let catalog = Catalog::open(&data.dir)?;
-            let Some(body) = catalog.definition(CATALOG_KIND, &name)? else {
-                bail!(
-                    "no experiment named {name:?} in {}; create one with `plinth experiment create FILE.yml`",
-                    data.dir.display()
-                );
+            let files = DefinitionFiles::load(&data.dir)?;
+            let experiment = match files.get(&name) {
+                Some(Ok(file)) => {
+                    warn_broken(&files);
+                    file.experiment.clone()
+                }
+                Some(Err(errors)) => {
+                    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    bail!("experiment {name:?} cannot be read: {}", errors.join("; "));
+                }
+                None => {
+                    warn_broken(&files);
+                    stored(&data.dir, &name)?
+                }
             };
-            let experiment = ExperimentDefinition::parse(&body)?;
             if let Some(holder) = Store::writer(&data.dir) {
                 eprintln!(
                     "note: {} is open by {}; these results read what it has published, \
@@ -75,6 +126,32 @@ pub fn run(command: ExperimentCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The stored experiment `name`.
+fn stored(dir: &std::path::Path, name: &str) -> Result<Experiment> {
+    let catalog = Catalog::open(dir)?;
+    let Some(body) = catalog.definition(CATALOG_KIND, name)? else {
+        bail!(
+            "no experiment named {name:?} in {}; create one with `plinth experiment create FILE.yml`, or put the file in {}",
+            dir.display(),
+            dir.join(plinth_experiments::files::DIRECTORY).display()
+        );
+    };
+    Ok(ExperimentDefinition::parse(&body)?)
+}
+
+/// One line of `plinth experiment list`.
+fn line(experiment: &Experiment, source: &str) -> String {
+    let definition = &experiment.definition;
+    format!(
+        "{}\tflag {}\tvariants {}\t{} to {}\t{source}",
+        definition.name,
+        definition.flag,
+        definition.variants.join(", "),
+        definition.start.as_deref().unwrap_or("(any time)"),
+        definition.end.as_deref().unwrap_or("(running)"),
+    )
 }
 
 fn percent(value: f64) -> String {
@@ -125,13 +202,32 @@ fn table(results: &ExperimentResults) -> String {
         (1.0 - results.alpha) * 100.0,
         if results.cuped { ", CUPED" } else { "" }
     );
-    let _ = writeln!(
+    let corrected = results.multiple_testing.is_some();
+    if let Some(correction) = &results.multiple_testing {
+        let method = match correction.method {
+            MultipleTesting::Holm => "Holm-Bonferroni",
+            MultipleTesting::Bh => "Benjamini-Hochberg",
+            MultipleTesting::None => "none",
+        };
+        let _ = writeln!(
+            out,
+            "multiple testing: {method} over {} comparisons (primary and secondary metrics, each treatment); \
+             guardrails uncorrected; adjusted intervals at {:.2}%",
+            correction.comparisons,
+            (1.0 - correction.interval_alpha) * 100.0
+        );
+    }
+    let _ = write!(
         out,
-        "\n{:<28} {:<10} {:<16} {:>12} {:>9} {:>20} {:>8} {:>8}",
-        "metric", "role", "variant", "mean", "lift", "interval", "p-value", "win"
+        "\n{:<28} {:<10} {:<16} {:>12} {:>9} {:>20} {:>8}",
+        "metric", "role", "variant", "mean", "lift", "interval", "p-value"
     );
+    if corrected {
+        let _ = write!(out, " {:>8} {:>20}", "adj. p", "adj. interval");
+    }
+    let _ = writeln!(out, " {:>8}", "win");
     for metric in &results.metrics {
-        metric_rows(&mut out, metric);
+        metric_rows(&mut out, metric, corrected);
     }
     if !results.warnings.is_empty() {
         let _ = writeln!(out, "\nwarnings:");
@@ -142,7 +238,11 @@ fn table(results: &ExperimentResults) -> String {
     out
 }
 
-fn metric_rows(out: &mut String, metric: &MetricResult) {
+fn interval(ci: [f64; 2]) -> String {
+    format!("[{}, {}]", percent(ci[0]), percent(ci[1]))
+}
+
+fn metric_rows(out: &mut String, metric: &MetricResult, corrected: bool) {
     let role = serde_json::to_value(metric.role)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -163,12 +263,26 @@ fn metric_rows(out: &mut String, metric: &MetricResult) {
             variant.variant, variant.mean
         );
         if let Some(c) = comparison {
-            let interval = format!("[{}, {}]", percent(c.ci[0]), percent(c.ci[1]));
             let _ = write!(
                 out,
-                " {:>9} {interval:>20} {:>8.4} {:>7.1}%{}",
+                " {:>9} {:>20} {:>8.4}",
                 percent(c.lift),
-                c.p_value,
+                interval(c.ci),
+                c.p_value
+            );
+            if corrected {
+                match (c.p_value_adjusted, c.ci_adjusted) {
+                    (Some(p), Some(ci)) => {
+                        let _ = write!(out, " {p:>8.4} {:>20}", interval(ci));
+                    }
+                    _ => {
+                        let _ = write!(out, " {:>8} {:>20}", "-", "-");
+                    }
+                }
+            }
+            let _ = write!(
+                out,
+                " {:>7.1}%{}",
                 c.chance_to_win * 100.0,
                 if c.significant { "  significant" } else { "" }
             );

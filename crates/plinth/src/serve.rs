@@ -1,14 +1,18 @@
 //! `plinth serve`: the HTTP API and the capture endpoints over a data
-//! directory, with background maintenance and the alert scheduler; with
+//! directory, with background maintenance and the alert scheduler (and
+//! the experiment definition files of `<data>/experiments/`, which must
+//! all be valid for it to start); with
 //! `--project`, the pipeline routes, and with `--build-every`, scheduled
 //! builds.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use plinth_catalog::Catalog;
 use plinth_engine::Engine;
+use plinth_experiments::{CATALOG_KIND as EXPERIMENT_KIND, DefinitionFiles};
 use plinth_ingest::{CaptureConfig, CapturePipeline, Ingestor};
 use plinth_server::capture::CaptureService;
 use plinth_server::pipelines::PipelineService;
@@ -37,6 +41,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             &format!("plinth serve on {address}"),
         )?);
         let catalog = Arc::new(Catalog::open(&args.data.dir)?);
+        check_experiment_files(&args.data.dir, &catalog)?;
         let engine = Engine::new(store.clone(), args.serving.limits.limits());
         let plan = args.serving.tracking_plan.load(&args.data.dir)?;
         let capture = start_capture(&store, &args.serving.capture, plan).await?;
@@ -73,6 +78,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         serve(listener, store, state).await
     })
+}
+
+/// Refuses to serve while a definition file of `<data>/experiments/` is
+/// broken (the error names every such file and line): an experiment must
+/// not go missing without a word. Notes on stderr the stored definitions
+/// that files hide. The server reads the files again on every request.
+pub fn check_experiment_files(data: &Path, catalog: &Catalog) -> Result<()> {
+    let files = DefinitionFiles::load(data)?;
+    files.check()?;
+    for (name, file) in files.iter() {
+        if let Ok(file) = file
+            && catalog.definition(EXPERIMENT_KIND, name)?.is_some()
+        {
+            eprintln!(
+                "note: {} defines experiment {name:?} and hides the definition stored under that name",
+                file.path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Replays the write-ahead log into the store and starts the capture

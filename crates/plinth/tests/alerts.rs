@@ -215,3 +215,174 @@ webhook: {{url: '{url}', max_attempts: 3, backoff_seconds: 60}}
     assert_eq!(deliveries(&again), [(1, false), (2, true)]);
     assert!(bodies.recv_timeout(Duration::from_secs(3)).is_err());
 }
+
+/// `method` on `path` of the server with `key`: the status and JSON answer.
+fn send(method: reqwest::Method, url: &str, key: &str, body: Option<String>) -> (u16, Value) {
+    let mut request = reqwest::blocking::Client::new()
+        .request(method, url)
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// An hourly alert on `heartbeat` rising, evaluated every second.
+fn heartbeat_alert(name: &str, url: &str) -> String {
+    format!(
+        "name: {name}
+event: heartbeat
+interval: hour
+direction: up
+every_seconds: 1
+webhook: {{url: '{url}', max_attempts: 1, backoff_seconds: 0.1}}
+"
+    )
+}
+
+#[test]
+fn a_deleted_alert_stops_in_the_running_server_and_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    // A steady heartbeat, about 20 an hour, for the 58 hours up to three
+    // hours ago.
+    let hour = 3_600_000_000i64;
+    let now = chrono::Utc::now().timestamp_micros();
+    let this_hour = now - now.rem_euclid(hour);
+    let at = |micros: i64| {
+        chrono::DateTime::from_timestamp_micros(micros)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let mut lines = Vec::new();
+    for h in 3..=60i64 {
+        for i in 0..(18 + (h * 7) % 5) {
+            lines.push(
+                serde_json::json!({"event": "heartbeat", "distinct_id": format!("d{i}"),
+                                   "timestamp": at(this_hour - h * hour + i * 60_000_000)})
+                .to_string(),
+            );
+        }
+    }
+    let file = dir.path().join("heartbeats.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    run_ok(&["import", "--data", data, file.to_str().unwrap()]);
+    let (admin, capture) = admin_and_capture_keys(data);
+    let viewer = run_ok(&["keys", "create", "--data", data, "--role", "viewer"])
+        .trim()
+        .to_string();
+    let (kept_url, kept) = receiver(0);
+    let (deleted_url, deleted) = receiver(0);
+    let server = Server::start(dir.path());
+    let url = |path: &str| format!("{}{path}", server.url);
+    let create = |name: &str, webhook: &str| {
+        let (status, answer) = send(
+            reqwest::Method::POST,
+            &url("/api/v1/alerts"),
+            &admin,
+            Some(heartbeat_alert(name, webhook)),
+        );
+        assert_eq!(status, 201, "{answer}");
+    };
+    create("kept", &kept_url);
+    create("deleted", &deleted_url);
+    let names = || -> Vec<String> {
+        get_json(&server.url, &admin, "/api/v1/alerts")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(), ["deleted", "kept"]);
+    // Nothing unusual yet.
+    assert!(kept.recv_timeout(Duration::from_secs(3)).is_err());
+    assert!(deleted.try_recv().is_err());
+
+    // Only analysts and admins delete; an unknown name is 404.
+    let delete = |key: &str, name: &str| {
+        send(
+            reqwest::Method::DELETE,
+            &url(&format!("/api/v1/alerts/{name}")),
+            key,
+            None,
+        )
+    };
+    assert_eq!(delete(&viewer, "deleted").0, 403);
+    assert_eq!(delete(&admin, "never-was").0, 404);
+    let (status, answer) = delete(&admin, "deleted");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        serde_json::json!({"name": "deleted", "deleted": true,
+                           "kept": {"points": 0, "deliveries": 0}})
+    );
+    assert_eq!(delete(&admin, "deleted").0, 404);
+    assert_eq!(names(), ["kept"]);
+
+    // Then the heartbeat jumps tenfold two hours ago: the alert still
+    // defined is told; the deleted one, identical, is not evaluated.
+    let spike: Vec<Value> = (0..200)
+        .map(|i| {
+            serde_json::json!({"event": "heartbeat", "distinct_id": format!("s{i}"),
+                               "timestamp": at(this_hour - 2 * hour + i * 1_000_000)})
+        })
+        .collect();
+    let sent = reqwest::blocking::Client::new()
+        .post(url("/batch/"))
+        .body(serde_json::json!({"api_key": capture, "batch": spike}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    let (status, point) = kept
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the spike is flagged");
+    assert_eq!(status, 200);
+    assert_eq!(point["alert"], "kept");
+    assert_eq!(point["bucket"], at(this_hour - 2 * hour), "{point:#}");
+    assert_eq!(point["value"], 200.0);
+    assert!(
+        deleted.recv_timeout(Duration::from_secs(3)).is_err(),
+        "the deleted alert was evaluated"
+    );
+
+    // Deleted with the CLI beside the running server: its history stays,
+    // readable, and an alert created again under the name takes it up and
+    // does not notify the same hour twice.
+    let log = || get_json(&server.url, &admin, "/api/v1/alerts/kept/deliveries");
+    let started = Instant::now();
+    while log().as_array().unwrap().is_empty() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run_ok(&["alert", "delete", "kept", "--data", data]);
+    assert_eq!(
+        out.trim(),
+        "deleted alert kept; kept its history: 1 flagged points, 1 delivery attempts"
+    );
+    assert!(names().is_empty());
+    let history = log();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    assert_eq!(history[0]["delivered"], true);
+    let (status, _) = send(
+        reqwest::Method::GET,
+        &url("/api/v1/alerts/never-was/deliveries"),
+        &admin,
+        None,
+    );
+    assert_eq!(status, 404);
+    create("kept", &kept_url);
+    assert!(
+        kept.recv_timeout(Duration::from_secs(3)).is_err(),
+        "a bucket was notified twice"
+    );
+    let alerts = get_json(&server.url, &admin, "/api/v1/alerts");
+    assert_eq!(alerts[0]["points"][0]["bucket"], point["bucket"]);
+    let again = common::run(&["alert", "delete", "never-was", "--data", data]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("no alert named \"never-was\""),
+        "{again:?}"
+    );
+}
