@@ -31,6 +31,10 @@ pub async fn deliver(
     let mut wait = Duration::from_secs_f64(webhook.backoff_seconds)
         * 2u32.saturating_pow(attempts_made.min(16));
     for attempt in attempts_made + 1..=webhook.max_attempts {
+        if attempt > attempts_made + 1 && !still_defined(catalog, alert) {
+            tracing::info!("alert {alert}: deleted, so its delivery stops");
+            return false;
+        }
         let outcome = match tokio::time::timeout(ATTEMPT_TIMEOUT, post(&webhook.url, &body)).await {
             Ok(outcome) => outcome,
             Err(_) => Err((None, format!("no answer within {ATTEMPT_TIMEOUT:?}"))),
@@ -66,6 +70,12 @@ pub async fn deliver(
         webhook.max_attempts
     );
     false
+}
+
+/// Whether the alert still exists: a deleted alert's retries stop. When
+/// the catalog cannot tell, delivery goes on (at least once wins).
+fn still_defined(catalog: &Catalog, alert: &str) -> bool {
+    !matches!(catalog.definition(crate::CATALOG_KIND, alert), Ok(None))
 }
 
 /// One POST; the status when it is 2xx, else the status (if any) and why.

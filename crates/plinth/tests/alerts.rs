@@ -242,33 +242,101 @@ webhook: {{url: '{url}', max_attempts: 1, backoff_seconds: 0.1}}
     )
 }
 
-#[test]
-fn a_deleted_alert_stops_in_the_running_server_and_keeps_its_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    // A steady heartbeat, about 20 an hour, for the 58 hours up to three
-    // hours ago.
-    let hour = 3_600_000_000i64;
+const HOUR: i64 = 3_600_000_000;
+
+fn this_hour() -> i64 {
     let now = chrono::Utc::now().timestamp_micros();
-    let this_hour = now - now.rem_euclid(hour);
-    let at = |micros: i64| {
-        chrono::DateTime::from_timestamp_micros(micros)
-            .unwrap()
-            .to_rfc3339()
-    };
+    now - now.rem_euclid(HOUR)
+}
+
+fn at(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap()
+        .to_rfc3339()
+}
+
+/// Imports a steady heartbeat, about 20 an hour, for the 58 hours up to
+/// three hours ago, then `extra` events.
+fn import_heartbeats(dir: &std::path::Path, extra: &[Value]) {
+    let this_hour = this_hour();
     let mut lines = Vec::new();
     for h in 3..=60i64 {
         for i in 0..(18 + (h * 7) % 5) {
             lines.push(
                 serde_json::json!({"event": "heartbeat", "distinct_id": format!("d{i}"),
-                                   "timestamp": at(this_hour - h * hour + i * 60_000_000)})
+                                   "timestamp": at(this_hour - h * HOUR + i * 60_000_000)})
                 .to_string(),
             );
         }
     }
-    let file = dir.path().join("heartbeats.ndjson");
+    lines.extend(extra.iter().map(Value::to_string));
+    let file = dir.join("heartbeats.ndjson");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    run_ok(&["import", "--data", data, file.to_str().unwrap()]);
+    run_ok(&[
+        "import",
+        "--data",
+        dir.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+}
+
+/// A tenfold jump of the heartbeat two hours ago.
+fn heartbeat_spike() -> Vec<Value> {
+    let this_hour = this_hour();
+    (0..200)
+        .map(|i| {
+            serde_json::json!({"event": "heartbeat", "distinct_id": format!("s{i}"),
+                               "timestamp": at(this_hour - 2 * HOUR + i * 1_000_000)})
+        })
+        .collect()
+}
+
+#[test]
+fn deleting_an_alert_stops_its_delivery_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    import_heartbeats(dir.path(), &heartbeat_spike());
+    let (admin, _) = admin_and_capture_keys(dir.path().to_str().unwrap());
+    // The receiver refuses every attempt; the alert would retry for minutes.
+    let (url, bodies) = receiver(usize::MAX);
+    let server = Server::start(dir.path());
+    let alert = heartbeat_alert("flaky", &url).replace(
+        "max_attempts: 1, backoff_seconds: 0.1",
+        "max_attempts: 6, backoff_seconds: 1.5",
+    );
+    let (status, answer) = send(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/alerts", server.url),
+        &admin,
+        Some(alert),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let (status, _) = bodies
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the spike is flagged and sent");
+    assert_eq!(status, 503);
+    let (status, answer) = send(
+        reqwest::Method::DELETE,
+        &format!("{}/api/v1/alerts/flaky", server.url),
+        &admin,
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    // The next attempt was due 1.5 s after the first, then 3 s after that.
+    assert!(
+        bodies.recv_timeout(Duration::from_secs(6)).is_err(),
+        "a deleted alert's delivery kept retrying"
+    );
+    let log = get_json(&server.url, &admin, "/api/v1/alerts/flaky/deliveries");
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log:#}");
+}
+
+#[test]
+fn a_deleted_alert_stops_in_the_running_server_and_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    import_heartbeats(dir.path(), &[]);
+    let hour = 3_600_000_000i64;
+    let this_hour = this_hour();
     let (admin, capture) = admin_and_capture_keys(data);
     let viewer = run_ok(&["keys", "create", "--data", data, "--role", "viewer"])
         .trim()
@@ -324,12 +392,7 @@ fn a_deleted_alert_stops_in_the_running_server_and_keeps_its_history() {
 
     // Then the heartbeat jumps tenfold two hours ago: the alert still
     // defined is told; the deleted one, identical, is not evaluated.
-    let spike: Vec<Value> = (0..200)
-        .map(|i| {
-            serde_json::json!({"event": "heartbeat", "distinct_id": format!("s{i}"),
-                               "timestamp": at(this_hour - 2 * hour + i * 1_000_000)})
-        })
-        .collect();
+    let spike = heartbeat_spike();
     let sent = reqwest::blocking::Client::new()
         .post(url("/batch/"))
         .body(serde_json::json!({"api_key": capture, "batch": spike}).to_string())
