@@ -137,7 +137,6 @@ pub fn import_file(
             progress,
             &mut commit,
         );
-        drop(commit);
         drop(chunks);
         let committed = committer.join().expect("committer thread");
         committed.and(read)
