@@ -8,15 +8,16 @@
 //! ([`novelty`]); the score is the larger of the two signals, silenced for a
 //! short while after any alarm so one incident raises one early alarm.
 //!
-//! Measured with `cargo run --release --example nab -- DIR` (defaults of
+//! Measured with `plinth anomalies nab --nab DIR` (defaults of
 //! [`DetectorConfig`]): on the full NAB corpus (numenta/NAB ea702d7, 58
-//! files) standard 68.85, reward_low_FP_rate 56.28, reward_low_FN_rate
-//! 75.21; on the 42-file subset in `/work/shared/data/nab` 68.09 / 56.97 /
-//! 73.90. Published for comparison: ARTime 74.9, Numenta HTM 70.5, Twitter
+//! files) standard 72.93, reward_low_FP_rate 62.24, reward_low_FN_rate
+//! 78.51; on the 42-file subset in `/work/shared/data/nab` 69.37 / 59.17 /
+//! 74.75. Published for comparison: ARTime 74.9, Numenta HTM 70.5, Twitter
 //! ADVec 47.1, windowed Gaussian 39.6. The scoring defaults were picked by a
 //! coarse grid search on the full corpus (`examples/nab_grid.rs`), so the
-//! full-corpus figure is optimistic; neighbouring settings score 1–2 points
-//! lower.
+//! full-corpus figure is optimistic; `examples/nab_cv.rs` tunes on one half
+//! of the files and scores the other (two folds) for an honest figure: 73.00
+//! standard over the same grid.
 //!
 //! It is pure computation plus reading a NAB directory from disk. It must
 //! never depend on the engine, storage, HTTP, async runtimes or DataFusion:
