@@ -21,6 +21,7 @@
 pub mod aggregates;
 pub mod format;
 mod person_overrides;
+mod utc_date_trunc;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,6 +151,7 @@ impl Engine {
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         aggregates::register(&ctx);
+        ctx.register_udf(utc_date_trunc::UtcDateTrunc::udf());
         for table in self.store.tables() {
             if table.name() == "events" {
                 let overrides = self
