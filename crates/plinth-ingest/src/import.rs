@@ -21,8 +21,10 @@ use serde_json::Value;
 use crate::rows::{EventInput, Ingestor, QuarantineInput};
 
 /// Rows per commit by default: large enough that files are not tiny, small
-/// enough to bound memory (about 1 GiB at 1 KiB a row).
-pub const DEFAULT_COMMIT_ROWS: usize = 1 << 20;
+/// enough to bound memory: up to three chunks are held at once (one being
+/// read, one waiting, one being committed), about 2.5 GiB at peak for the
+/// demo's 400-byte events.
+pub const DEFAULT_COMMIT_ROWS: usize = 1 << 19;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportFormat {
