@@ -12,21 +12,11 @@
 
 use std::path::PathBuf;
 
-use plinth_anomaly::nab::{NabCorpus, NabFile, Profile, score_corpus};
-use plinth_anomaly::{DetectorConfig, detect_series};
+use plinth_anomaly::DetectorConfig;
+use plinth_anomaly::nab::{NabCorpus, NabFile, Profile, detector_scores, score_corpus};
 
 fn scores_of(files: &[&NabFile], config: &DetectorConfig) -> Vec<Vec<f64>> {
-    let run = |file: &&NabFile| -> Vec<f64> {
-        let seconds: Vec<i64> = file
-            .timestamps
-            .iter()
-            .map(|t| t.and_utc().timestamp())
-            .collect();
-        detect_series(&seconds, &file.values, config)
-            .into_iter()
-            .map(|p| p.score)
-            .collect()
-    };
+    let run = |file: &&NabFile| detector_scores(file, config);
     let half = files.len() / 2;
     std::thread::scope(|scope| {
         let first = scope.spawn(|| files[..half].iter().map(run).collect::<Vec<_>>());

@@ -7,5 +7,5 @@ pub mod report;
 pub mod scoring;
 
 pub use corpus::{NabCorpus, NabError, NabFile};
-pub use report::{NabReport, ProfileResult, run_nab, score_corpus};
+pub use report::{NabReport, ProfileResult, detector_scores, run_nab, score_corpus};
 pub use scoring::{CostMatrix, Profile, ScoredSeries, ThresholdScore, WindowRows};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::corpus::{NabCorpus, NabError};
+use super::corpus::{NabCorpus, NabError, NabFile};
 use super::scoring::{
     Profile, ScoredSeries, normalized_score, null_detector_score, optimize_threshold,
 };
@@ -138,6 +138,19 @@ pub fn score_corpus(
     }
 }
 
+/// The detector's score of every point of one NAB file, in order.
+pub fn detector_scores(file: &NabFile, config: &DetectorConfig) -> Vec<f64> {
+    let seconds: Vec<i64> = file
+        .timestamps
+        .iter()
+        .map(|t| t.and_utc().timestamp())
+        .collect();
+    detect_series(&seconds, &file.values, config)
+        .into_iter()
+        .map(|point| point.score)
+        .collect()
+}
+
 /// Runs the Plinth detector over every file of a NAB directory and scores it
 /// with NAB's three profiles.
 pub fn run_nab(nab_dir: &Path, config: &DetectorConfig) -> Result<NabReport, NabError> {
@@ -145,17 +158,7 @@ pub fn run_nab(nab_dir: &Path, config: &DetectorConfig) -> Result<NabReport, Nab
     let scores = corpus
         .files
         .iter()
-        .map(|file| {
-            let seconds: Vec<i64> = file
-                .timestamps
-                .iter()
-                .map(|t| t.and_utc().timestamp())
-                .collect();
-            detect_series(&seconds, &file.values, config)
-                .into_iter()
-                .map(|point| point.score)
-                .collect()
-        })
+        .map(|file| detector_scores(file, config))
         .collect();
     Ok(score_corpus(&corpus, scores, &Profile::nab_profiles()))
 }
