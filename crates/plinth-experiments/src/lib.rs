@@ -18,6 +18,8 @@
 
 pub mod analysis;
 pub mod definition;
+mod flag_json;
+mod persons;
 pub mod query;
 
 pub use analysis::{ExperimentResults, analyze};
