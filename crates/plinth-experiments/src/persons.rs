@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
+use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::{HashMap, ScalarValue};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::logical_expr::function::AccumulatorArgs;
@@ -91,43 +91,6 @@ fn fold(a: u64, b: u64) -> u64 {
     product as u64 ^ (product >> 64) as u64
 }
 
-struct FoldHasher {
-    seeds: [u64; 2],
-    state: u64,
-}
-
-impl Hasher for FoldHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.state = fold(
-                self.state ^ u64::from_le_bytes(word) ^ self.seeds[0],
-                self.seeds[1],
-            );
-        }
-    }
-
-    fn write_u128(&mut self, key: u128) {
-        self.state = FoldHash { seeds: self.seeds }.key(key ^ self.state as u128);
-    }
-
-    fn finish(&self) -> u64 {
-        self.state
-    }
-}
-
-impl BuildHasher for FoldHash {
-    type Hasher = FoldHasher;
-
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher {
-            seeds: self.seeds,
-            state: 0,
-        }
-    }
-}
-
 /// The 128-bit value of a canonical lowercase UUID text, else `None`.
 fn uuid_key(text: &[u8]) -> Option<u128> {
     if text.len() != 36
@@ -167,78 +130,188 @@ const HEX: [u8; 256] = {
     table
 };
 
-#[derive(Default)]
+/// One exposed person keyed by its UUID, in [`UuidTable`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    key: u128,
+    first: i64,
+    /// The person's slot plus one; 0 marks an empty entry.
+    slot: u32,
+    variant_min: u16,
+    variant_max: u16,
+}
+
+/// Open addressing with linear probing over 32-byte entries (two per
+/// cache line, with the person's data beside its key), so that a lookup
+/// is one cache miss, which callers prefetch a few rows ahead.
+struct UuidTable {
+    entries: Vec<Entry>,
+    len: usize,
+    hash: FoldHash,
+}
+
+impl UuidTable {
+    fn new(hash: FoldHash) -> UuidTable {
+        UuidTable {
+            entries: vec![Entry::default(); 1024],
+            len: 0,
+            hash,
+        }
+    }
+
+    fn start(&self, hash: u64) -> usize {
+        hash as usize & (self.entries.len() - 1)
+    }
+
+    fn prefetch(&self, hash: u64) {
+        prefetch(&self.entries[self.start(hash)]);
+    }
+
+    fn get(&self, key: u128, hash: u64) -> Option<&Entry> {
+        let mask = self.entries.len() - 1;
+        let mut i = self.start(hash);
+        loop {
+            let entry = &self.entries[i];
+            if entry.slot == 0 {
+                return None;
+            }
+            if entry.key == key {
+                return Some(entry);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The entry of `key`, inserted with `new` when absent.
+    fn entry(&mut self, key: u128, hash: u64, new: impl FnOnce() -> Entry) -> &mut Entry {
+        // At most 70% full, so probes stay short.
+        if (self.len + 1) * 10 > self.entries.len() * 7 {
+            self.grow();
+        }
+        let mask = self.entries.len() - 1;
+        let mut i = self.start(hash);
+        loop {
+            if self.entries[i].slot == 0 {
+                self.entries[i] = new();
+                self.len += 1;
+                return &mut self.entries[i];
+            }
+            if self.entries[i].key == key {
+                return &mut self.entries[i];
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![Entry::default(); self.entries.len() * 2];
+        let old = std::mem::replace(&mut self.entries, doubled);
+        let mask = self.entries.len() - 1;
+        for entry in old.into_iter().filter(|e| e.slot != 0) {
+            let mut i = self.hash.key(entry.key) as usize & mask;
+            while self.entries[i].slot != 0 {
+                i = (i + 1) & mask;
+            }
+            self.entries[i] = entry;
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+}
+
+/// Asks the CPU to bring `value`'s cache line in: a hint, with no effect
+/// on results.
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and reads nothing into the program;
+    // the pointer comes from a reference anyway.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(value as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 struct Shard {
-    uuids: HashMap<u128, Person, FoldHashDefault>,
-    others: HashMap<Box<str>, Person, FoldHashDefault>,
-    /// Per person (by slot), `counters` counts then `sums` sums.
+    uuids: UuidTable,
+    others: std::collections::HashMap<Box<str>, Person>,
+    /// Per person (by slot), its counters and its sums.
     counts: Vec<u32>,
     sums: Vec<f64>,
     /// Bytes reserved for this shard.
     reserved: usize,
 }
 
-/// [`FoldHash`] with a `Default` for the shard's maps (seeded on creation).
-#[derive(Clone)]
-struct FoldHashDefault(FoldHash);
-
-impl Default for FoldHashDefault {
-    fn default() -> Self {
-        FoldHashDefault(FoldHash::new())
-    }
-}
-
-impl BuildHasher for FoldHashDefault {
-    type Hasher = FoldHasher;
-
-    fn build_hasher(&self) -> FoldHasher {
-        self.0.build_hasher()
-    }
-}
-
 impl Shard {
+    fn new(hash: FoldHash) -> Shard {
+        Shard {
+            uuids: UuidTable::new(hash),
+            others: Default::default(),
+            counts: Vec::new(),
+            sums: Vec::new(),
+            reserved: 0,
+        }
+    }
+
     fn persons(&self) -> usize {
-        self.uuids.len() + self.others.len()
+        self.uuids.len + self.others.len()
     }
 
     fn bytes(&self) -> usize {
-        let entry = |key: usize| key + std::mem::size_of::<Person>() + 1;
-        self.uuids.capacity() * entry(16)
-            + self.others.capacity() * entry(std::mem::size_of::<Box<str>>())
+        let entry = std::mem::size_of::<Box<str>>() + std::mem::size_of::<Person>() + 1;
+        self.uuids.bytes()
+            + self.others.capacity() * entry
             + self.others.keys().map(|k| k.len()).sum::<usize>()
             + self.counts.capacity() * 4
             + self.sums.capacity() * 8
     }
 
-    fn person(&self, key: Key) -> Option<&Person> {
-        match key {
-            Key::Uuid(k) => self.uuids.get(&k),
-            Key::Other(text) => self.others.get(text),
-        }
+    /// Every person's variants and slot.
+    fn each_person(&self) -> impl Iterator<Item = Person> + '_ {
+        let uuids = self
+            .uuids
+            .entries
+            .iter()
+            .filter(|e| e.slot != 0)
+            .map(|e| Person {
+                first: e.first,
+                slot: e.slot - 1,
+                variant_min: e.variant_min,
+                variant_max: e.variant_max,
+            });
+        uuids.chain(self.others.values().copied())
     }
 
-    fn expose(&mut self, key: Key, at: i64, variant: u16) {
-        let slot = self.persons() as u32;
-        let new = Person {
+    fn expose_uuid(&mut self, key: u128, hash: u64, at: i64, variant: u16) {
+        let slot = self.persons() as u32 + 1;
+        let entry = self.uuids.entry(key, hash, || Entry {
+            key,
             first: at,
             slot,
             variant_min: variant,
             variant_max: variant,
-        };
-        let person = match key {
-            Key::Uuid(k) => self.uuids.entry(k).or_insert(new),
-            Key::Other(text) => self.others.entry(text.into()).or_insert(new),
-        };
+        });
+        entry.first = entry.first.min(at);
+        entry.variant_min = entry.variant_min.min(variant);
+        entry.variant_max = entry.variant_max.max(variant);
+    }
+
+    fn expose_other(&mut self, key: &str, at: i64, variant: u16) {
+        let slot = self.persons() as u32;
+        let person = self.others.entry(key.into()).or_insert(Person {
+            first: at,
+            slot,
+            variant_min: variant,
+            variant_max: variant,
+        });
         person.first = person.first.min(at);
         person.variant_min = person.variant_min.min(variant);
         person.variant_max = person.variant_max.max(variant);
     }
-}
-
-#[derive(Clone, Copy)]
-enum Key<'a> {
-    Uuid(u128),
-    Other(&'a str),
 }
 
 /// The exposed persons of one query.
@@ -260,9 +333,12 @@ impl std::fmt::Debug for Persons {
 
 impl Persons {
     pub fn new(reservation: MemoryReservation, deadline: Instant) -> Persons {
+        let hash = FoldHash::new();
         Persons {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hash: FoldHash::new(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(hash.clone())))
+                .collect(),
+            hash,
             other_hash: RandomState::new(),
             reservation,
             deadline,
@@ -277,13 +353,9 @@ impl Persons {
         Ok(())
     }
 
-    fn shard_of(&self, key: Key) -> usize {
-        let hash = match key {
-            Key::Uuid(k) => self.hash.key(k),
-            Key::Other(text) => self.other_hash.hash_one(text),
-        };
-        // Not the bits the shard's map uses (the lowest for the bucket, the
-        // highest for the tag).
+    /// The shard of a hash: not the bits the shard's table uses (the
+    /// lowest).
+    fn shard_of(hash: u64) -> usize {
         (hash >> 40) as usize & (SHARDS - 1)
     }
 
@@ -337,7 +409,7 @@ impl Persons {
                         let mut state = init();
                         for shard in (t..SHARDS).step_by(threads) {
                             let shard = self.lock(shard);
-                            for person in shard.uuids.values().chain(shard.others.values()) {
+                            for person in shard.each_person() {
                                 let slot = person.slot as usize;
                                 f(
                                     &mut state,
@@ -360,10 +432,20 @@ impl Persons {
     }
 }
 
+/// A row whose person id is a UUID: its key, the key's hash and the row.
+#[derive(Clone, Copy)]
+struct Routed {
+    key: u128,
+    hash: u64,
+    row: u32,
+}
+
+/// How many rows ahead lookups prefetch.
+const AHEAD: usize = 8;
+
 /// A batch's rows grouped by the shard of their person.
-#[derive(Default)]
 struct Router {
-    uuids: Vec<Vec<(u128, u32)>>,
+    uuids: Vec<Vec<Routed>>,
     others: Vec<Vec<u32>>,
     /// The shard this accumulator locks first.
     first: usize,
@@ -392,19 +474,28 @@ impl Router {
             }
             let text = person_ids.value(row);
             match uuid_key(text.as_bytes()) {
-                Some(k) => self.uuids[table.shard_of(Key::Uuid(k))].push((k, row as u32)),
-                None => self.others[table.shard_of(Key::Other(text))].push(row as u32),
+                Some(key) => {
+                    let hash = table.hash.key(key);
+                    self.uuids[Persons::shard_of(hash)].push(Routed {
+                        key,
+                        hash,
+                        row: row as u32,
+                    });
+                }
+                None => {
+                    let hash = table.other_hash.hash_one(text);
+                    self.others[Persons::shard_of(hash)].push(row as u32);
+                }
             }
         }
     }
 
-    /// Calls `f` on each shard's rows, with the shard locked, then reserves
-    /// what it grew by.
+    /// Calls `f` on each shard with its rows, the shard locked, then
+    /// reserves what it grew by.
     fn each_shard(
         &self,
         table: &Persons,
-        person_ids: &StringArray,
-        mut f: impl FnMut(&mut Shard, Key, usize) -> Result<()>,
+        mut f: impl FnMut(&mut Shard, &[Routed], &[u32]) -> Result<()>,
     ) -> Result<()> {
         for i in 0..SHARDS {
             let s = (self.first + i) % SHARDS;
@@ -412,13 +503,7 @@ impl Router {
                 continue;
             }
             let mut shard = table.lock(s);
-            for &(k, row) in &self.uuids[s] {
-                f(&mut shard, Key::Uuid(k), row as usize)?;
-            }
-            for &row in &self.others[s] {
-                let row = row as usize;
-                f(&mut shard, Key::Other(person_ids.value(row)), row)?;
-            }
+            f(&mut shard, &self.uuids[s], &self.others[s])?;
             table.account(&mut shard)?;
         }
         Ok(())
@@ -672,12 +757,22 @@ impl Accumulator for ExposureSink {
         self.router.route(persons, &person_ids, |row| {
             variants[row].is_some() && micros.is_valid(row)
         });
-        self.router
-            .each_shard(persons, &person_ids, |shard, key, row| {
+        self.router.each_shard(persons, |shard, uuids, others| {
+            for (i, routed) in uuids.iter().enumerate() {
+                if let Some(ahead) = uuids.get(i + AHEAD) {
+                    shard.uuids.prefetch(ahead.hash);
+                }
+                let row = routed.row as usize;
                 let variant = variants[row].expect("routed rows have a variant");
-                shard.expose(key, micros.value(row), variant);
-                Ok(())
-            })?;
+                shard.expose_uuid(routed.key, routed.hash, micros.value(row), variant);
+            }
+            for &row in others {
+                let row = row as usize;
+                let variant = variants[row].expect("routed rows have a variant");
+                shard.expose_other(person_ids.value(row), micros.value(row), variant);
+            }
+            Ok(())
+        })?;
         self.rows += values[0].len() as u64;
         Ok(())
     }
@@ -748,15 +843,39 @@ impl Accumulator for MetricSink {
             codes[row].is_some() && micros.is_valid(row)
         });
         let (counts, sums) = (rule.counts, rule.sums);
-        self.router
-            .each_shard(persons, &person_ids, |shard, key, row| {
-                let Some(person) = shard.person(key).copied() else {
-                    return Ok(());
+        // The person of each routed row: its first exposure and slot.
+        let mut found: Vec<Option<(i64, usize)>> = Vec::new();
+        self.router.each_shard(persons, |shard, uuids, others| {
+            found.clear();
+            for (i, routed) in uuids.iter().enumerate() {
+                if let Some(ahead) = uuids.get(i + AHEAD) {
+                    shard.uuids.prefetch(ahead.hash);
+                }
+                let entry = shard.uuids.get(routed.key, routed.hash);
+                let person = entry.map(|e| (e.first, e.slot as usize - 1));
+                if let Some((_, slot)) = person {
+                    if counts > 0 {
+                        prefetch(&shard.counts[slot * counts]);
+                    }
+                    if sums > 0 {
+                        prefetch(&shard.sums[slot * sums]);
+                    }
+                }
+                found.push(person);
+            }
+            for &row in others {
+                let person = shard.others.get(person_ids.value(row as usize));
+                found.push(person.map(|p| (p.first, p.slot as usize)));
+            }
+            let rows = uuids.iter().map(|r| r.row).chain(others.iter().copied());
+            for (row, person) in rows.zip(&found) {
+                let Some((first, slot)) = *person else {
+                    continue;
                 };
+                let row = row as usize;
                 let at = micros.value(row);
-                let slot = person.slot as usize;
                 for &(window, update) in &rule.updates[codes[row].expect("routed")] {
-                    if !window.contains(person.first, at) {
+                    if !window.contains(first, at) {
                         continue;
                     }
                     match update {
@@ -778,8 +897,9 @@ impl Accumulator for MetricSink {
                         }
                     }
                 }
-                Ok(())
-            })?;
+            }
+            Ok(())
+        })?;
         self.rows += values[0].len() as u64;
         Ok(())
     }
@@ -827,6 +947,31 @@ mod tests {
         ] {
             assert_eq!(uuid_key(text.as_bytes()), None, "{text}");
         }
+    }
+
+    #[test]
+    fn the_uuid_table_finds_every_key_across_growth() {
+        let hash = FoldHash::new();
+        let mut table = UuidTable::new(hash.clone());
+        // Keys sharing their low bits, and the zero key.
+        let keys: Vec<u128> = (0..5_000u128).map(|i| i << 64).collect();
+        for (n, &key) in keys.iter().enumerate() {
+            let h = hash.key(key);
+            table.entry(key, h, || Entry {
+                key,
+                first: n as i64,
+                slot: n as u32 + 1,
+                variant_min: 0,
+                variant_max: 0,
+            });
+            table.entry(key, h, || unreachable!("present")).first -= 1;
+        }
+        assert_eq!(table.len, keys.len());
+        for (n, &key) in keys.iter().enumerate() {
+            let entry = table.get(key, hash.key(key)).unwrap();
+            assert_eq!((entry.first, entry.slot), (n as i64 - 1, n as u32 + 1));
+        }
+        assert!(table.get(1, hash.key(1)).is_none());
     }
 
     #[test]
