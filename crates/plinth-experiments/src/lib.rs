@@ -23,6 +23,8 @@
 pub mod analysis;
 pub mod definition;
 pub mod files;
+mod flag_json;
+mod persons;
 pub mod query;
 
 pub use analysis::{ExperimentResults, analyze};

@@ -1,31 +1,50 @@
-//! From raw events to per-variant sufficient statistics, in one SQL query.
+//! From raw events to per-variant sufficient statistics: two scans of
+//! `events` into one table of exposed persons, then one pass over it.
 //!
-//! The query has three steps, all inside DataFusion:
-//!
-//! 1. `exposures`: each person's first exposure to the flag (persons as
-//!    `events.person_id` resolves them, so merged persons count once), with
-//!    the smallest and largest variant they were served, as positions in
-//!    the definition's list (integers hash and compare faster than names);
-//!    a person whose two differ saw more than one variant.
-//! 2. `per_person`: the exposures left-joined to the events any metric
-//!    reads, aggregated per person into one column per [`Quantity`]: a
+//! 1. Exposures: one scan of the exposure event (files are sorted by event,
+//!    so it reads only those rows) feeds `plinth_experiment_exposures`, an
+//!    aggregate function that records, per person (as `events.person_id`
+//!    resolves them, so merged persons count once), the first exposure and
+//!    the smallest and largest variant served, as positions in the
+//!    definition's list; a person whose two differ saw more than one
+//!    variant. A row counts when its flag property is the flag and its
+//!    variant property a declared variant, both read as `properties->>key`
+//!    reads them (in one pass, see [`crate::flag_json`]), within the
+//!    experiment's start and end.
+//! 2. Metrics: one scan of the events any metric reads feeds
+//!    `plinth_experiment_metrics`, which adds each event of an exposed
+//!    person to that person's accumulators, one per [`Quantity`]: a
 //!    component (conversion, count or sum of an event) over a window after
-//!    first exposure, or over the CUPED pre-period before it. It groups by
-//!    `person_id` alone (the variants are aggregates of one value per
-//!    person), so the join's partitioning by person serves the aggregation
-//!    too: no second shuffle and no partial aggregate.
-//! 3. per variant (and whether the person saw several): the number of
-//!    persons and, per quantity, the sum and the sum of squares, plus the
-//!    sums of the products that ratios and CUPED need.
+//!    first exposure, or over the CUPED pre-period before it. Events of
+//!    persons never exposed are dropped.
+//! 3. Per variant (persons who saw several set aside and counted): the
+//!    number of persons and, per quantity, the sum and the sum of squares,
+//!    plus the sums of the products that ratios and CUPED need.
 //!
-//! Events are read twice (exposures, then metric events), each scan
-//! filtered by event name, which the files are sorted by.
+//! This computes what one SQL query over the same rows would (exposures
+//! grouped by person, left-joined to the metric events, grouped by person
+//! again, then by variant; see `tests/experiments.rs`, which compares with
+//! DuckDB), without the join and the two 10M-group string aggregations:
+//! both scans run on every partition of the session and fill one table of
+//! persons keyed by their UUID's 128 bits ([`crate::persons`]). Both scans
+//! are planned before either runs, so they read the same files. The
+//! session has the engine's memory pool (the table reserves what it
+//! holds), the query's deadline is checked on every batch, and the SQL
+//! runs with read-only privileges.
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type};
-use plinth_engine::{Engine, Privileges, QueryError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::prelude::{SQLOptions, SessionContext};
+use plinth_engine::{Engine, QueryError};
 
 use crate::definition::{Component, Experiment, Measure, MetricKind};
+use crate::persons::{
+    ExposureRule, MetricRule, PastDeadline, Persons, Update, Window, exposures_udaf, metrics_udaf,
+};
 
 /// When, relative to a person's first exposure, a quantity is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,14 +82,30 @@ pub struct ExperimentSums {
     pub multiple_variant_persons: u64,
 }
 
-/// The quantities and products an experiment needs, and the SQL that
-/// computes them.
+/// The quantities and products an experiment needs, and the scans that
+/// compute them.
 #[derive(Debug, Clone)]
 pub struct QueryPlan {
     pub quantities: Vec<Quantity>,
     /// Pairs of indexes into `quantities`.
     pub products: Vec<(usize, usize)>,
-    pub sql: String,
+    /// The exposures' scan, into `plinth_experiment_exposures`.
+    pub exposures_sql: String,
+    /// The metric events' scan, into `plinth_experiment_metrics`; `None`
+    /// without metrics.
+    pub metrics_sql: Option<String>,
+    /// What each metric event does to a person's accumulators.
+    metric_rule: MetricRule,
+    /// Per quantity, its accumulator.
+    accumulators: Vec<Accumulator>,
+}
+
+/// Where a person's quantity is accumulated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Accumulator {
+    /// A counter (a conversion is 0 or 1).
+    Count(usize),
+    Sum(usize),
 }
 
 impl QueryPlan {
@@ -123,11 +158,15 @@ impl QueryPlan {
                 products.push(pair);
             }
         }
-        let sql = build_sql(experiment, &quantities, &products);
+        let exposures_sql = exposures_sql(experiment);
+        let (metrics_sql, metric_rule, accumulators) = metrics(experiment, &quantities);
         QueryPlan {
             quantities,
             products,
-            sql,
+            exposures_sql,
+            metrics_sql,
+            metric_rule,
+            accumulators,
         }
     }
 
@@ -147,59 +186,144 @@ impl QueryPlan {
             .expect("the plan holds every product its metrics need")
     }
 
-    /// Runs the query and collects the sums per variant.
+    /// Runs the scans and collects the sums per variant.
     pub async fn run(
         &self,
         engine: &Engine,
         experiment: &Experiment,
     ) -> Result<ExperimentSums, QueryError> {
-        let result = engine.query(&self.sql, Privileges::ReadStore).await?;
-        let variants = &experiment.definition.variants;
+        let limits = engine.limits();
+        let deadline = Instant::now() + limits.time;
+        let ctx = engine.session(None).await?;
+        let classify = |error: DataFusionError| classify(engine, error);
+        let reservation =
+            MemoryConsumer::new("experiment persons").register(&ctx.runtime_env().memory_pool);
+        let persons = Arc::new(Persons::new(reservation, deadline));
+        let definition = &experiment.definition;
+        let exposure = &definition.exposure;
+        ctx.register_udaf(exposures_udaf(
+            persons.clone(),
+            ExposureRule {
+                flag_property: exposure.flag_property.clone(),
+                variant_property: exposure.variant_property.clone(),
+                flag: definition.flag.clone(),
+                variants: definition.variants.clone(),
+                json_as_text: ctx.udf("json_as_text").map_err(classify)?,
+            },
+        ));
+        ctx.register_udaf(metrics_udaf(persons.clone(), self.metric_rule.clone()));
+
+        // Both planned first, so both read the same snapshot of the files.
+        let exposures = plan(&ctx, &self.exposures_sql).await.map_err(classify)?;
+        let metrics = match &self.metrics_sql {
+            Some(sql) => Some(plan(&ctx, sql).await.map_err(classify)?),
+            None => None,
+        };
+        datafusion::physical_plan::collect(exposures, ctx.task_ctx())
+            .await
+            .map_err(classify)?;
+        let rule = &self.metric_rule;
+        persons
+            .prepare_metrics(rule.counts, rule.sums)
+            .map_err(classify)?;
+        if let Some(metrics) = metrics {
+            datafusion::physical_plan::collect(metrics, ctx.task_ctx())
+                .await
+                .map_err(classify)?;
+        }
+        if Instant::now() > deadline {
+            return Err(QueryError::TimedOut(limits.time));
+        }
+        Ok(self.sums(
+            &persons,
+            experiment.definition.variants.len(),
+            limits.threads,
+        ))
+    }
+
+    /// The per-variant sums over every exposed person.
+    fn sums(&self, persons: &Persons, variants: usize, threads: usize) -> ExperimentSums {
         let empty = GroupSums {
             units: 0,
             sums: vec![0.0; self.quantities.len()],
             sums_of_squares: vec![0.0; self.quantities.len()],
             sums_of_products: vec![0.0; self.products.len()],
         };
-        let mut sums = ExperimentSums {
-            variants: vec![empty; variants.len()],
+        let init = || ExperimentSums {
+            variants: vec![empty.clone(); variants],
             multiple_variant_persons: 0,
         };
-        for batch in &result.batches {
-            let variant = batch.column(0).as_primitive::<Int64Type>();
-            let multiple = batch.column(1).as_boolean();
-            let units = batch.column(2).as_primitive::<Int64Type>();
-            let float = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .map(|c| c.as_primitive::<Float64Type>())
-                    .ok_or_else(|| QueryError::Internal(format!("no column {name}")))
-            };
-            for row in 0..batch.num_rows() {
-                let units = units.value(row) as u64;
-                if multiple.value(row) {
-                    sums.multiple_variant_persons += units;
-                    continue;
+        let rule = &self.metric_rule;
+        let parts = persons.fold(
+            threads,
+            rule.counts,
+            rule.sums,
+            init,
+            |totals, variant_min, variant_max, counts, sums| {
+                if variant_min != variant_max {
+                    totals.multiple_variant_persons += 1;
+                    return;
                 }
-                let group = &mut sums.variants[variant.value(row) as usize];
-                group.units = units;
-                let value = |column: &datafusion::arrow::array::Float64Array| {
-                    if column.is_valid(row) {
-                        column.value(row)
-                    } else {
-                        0.0
-                    }
+                let group = &mut totals.variants[variant_min as usize];
+                group.units += 1;
+                let value = |i: usize| match self.accumulators[i] {
+                    Accumulator::Count(j) => counts[j] as f64,
+                    Accumulator::Sum(j) => sums[j],
                 };
                 for i in 0..self.quantities.len() {
-                    group.sums[i] = value(float(&format!("sum_{i}"))?);
-                    group.sums_of_squares[i] = value(float(&format!("sum_squares_{i}"))?);
+                    let q = value(i);
+                    group.sums[i] += q;
+                    group.sums_of_squares[i] += q * q;
                 }
-                for (k, (a, b)) in self.products.iter().enumerate() {
-                    group.sums_of_products[k] = value(float(&format!("sum_product_{a}_{b}"))?);
+                for (k, &(a, b)) in self.products.iter().enumerate() {
+                    group.sums_of_products[k] += value(a) * value(b);
                 }
+            },
+        );
+        let mut total = init();
+        for part in parts {
+            total.multiple_variant_persons += part.multiple_variant_persons;
+            for (group, part) in total.variants.iter_mut().zip(part.variants) {
+                group.units += part.units;
+                let add = |a: &mut Vec<f64>, b: Vec<f64>| {
+                    for (a, b) in a.iter_mut().zip(b) {
+                        *a += b;
+                    }
+                };
+                add(&mut group.sums, part.sums);
+                add(&mut group.sums_of_squares, part.sums_of_squares);
+                add(&mut group.sums_of_products, part.sums_of_products);
             }
         }
-        Ok(sums)
+        total
+    }
+}
+
+/// Plans `sql` with read-only privileges, as [`Engine::query`] does.
+async fn plan(
+    ctx: &SessionContext,
+    sql: &str,
+) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    ctx.sql_with_options(sql, options)
+        .await?
+        .create_physical_plan()
+        .await
+}
+
+/// A DataFusion error as the engine reports it.
+fn classify(engine: &Engine, error: DataFusionError) -> QueryError {
+    let limits = engine.limits();
+    match error.find_root() {
+        DataFusionError::External(e) if e.is::<PastDeadline>() => QueryError::TimedOut(limits.time),
+        DataFusionError::ResourcesExhausted(detail) => QueryError::OutOfMemory {
+            limit: limits.memory_bytes,
+            detail: detail.clone(),
+        },
+        root => QueryError::Internal(root.to_string()),
     }
 }
 
@@ -213,32 +337,27 @@ fn timestamp(micros: i64) -> String {
     format!("to_timestamp_micros({micros}) AT TIME ZONE 'UTC'")
 }
 
-fn build_sql(
-    experiment: &Experiment,
-    quantities: &[Quantity],
-    products: &[(usize, usize)],
-) -> String {
-    let definition = &experiment.definition;
-    let exposure = &definition.exposure;
-    let mut exposure_filter = format!(
-        "event = {} AND (properties->>{}) = {}",
-        literal(&exposure.event),
-        literal(&exposure.flag_property),
-        literal(&definition.flag)
-    );
+/// The exposure event's rows within the experiment's dates.
+fn exposures_sql(experiment: &Experiment) -> String {
+    let mut filter = format!("event = {}", literal(&experiment.definition.exposure.event));
     if let Some(start) = experiment.start_micros {
-        exposure_filter += &format!(" AND timestamp >= {}", timestamp(start));
+        filter += &format!(" AND timestamp >= {}", timestamp(start));
     }
     if let Some(end) = experiment.end_micros {
-        exposure_filter += &format!(" AND timestamp <= {}", timestamp(end));
+        filter += &format!(" AND timestamp <= {}", timestamp(end));
     }
-    let variant_index: String = definition
-        .variants
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!(" WHEN {} THEN {i}", literal(v)))
-        .collect();
+    format!(
+        "SELECT plinth_experiment_exposures(person_id, arrow_cast(timestamp, 'Int64'), properties) AS rows
+         FROM events WHERE {filter}"
+    )
+}
 
+/// The metric events' scan, what each event does to a person's
+/// accumulators, and where each quantity is accumulated.
+fn metrics(
+    experiment: &Experiment,
+    quantities: &[Quantity],
+) -> (Option<String>, MetricRule, Vec<Accumulator>) {
     // Each summed (event, property) is read from JSON once, as a column of
     // the metric events, and only on rows of that event.
     let mut summed: Vec<(&str, &str)> = Vec::new();
@@ -250,85 +369,84 @@ fn build_sql(
             }
         }
     }
-    let mut metric_columns = String::new();
-    for (i, (event, property)) in summed.iter().enumerate() {
-        metric_columns += &format!(
-            ", CASE WHEN event = {} THEN coalesce(json_get_float(properties, {}), 0.0) END AS value_{i}",
-            literal(event),
-            literal(property)
-        );
-    }
     let mut events: Vec<&str> = quantities
         .iter()
         .map(|q| q.component.event.as_str())
         .collect();
     events.sort_unstable();
     events.dedup();
-    let events: Vec<String> = events.iter().map(|e| literal(e)).collect();
-    let mut metric_filter = format!("event IN ({})", events.join(", "));
-    if let Some(start) = experiment.start_micros {
-        let earliest = start - experiment.pre_period_micros.unwrap_or(0);
-        metric_filter += &format!(" AND timestamp >= {}", timestamp(earliest));
-    }
-    if let Some(end) = experiment.end_micros {
-        metric_filter += &format!(" AND timestamp <= {}", timestamp(end));
-    }
 
-    let mut per_person_columns = String::new();
-    for (i, q) in quantities.iter().enumerate() {
+    let mut rule = MetricRule {
+        events: events.iter().map(|e| e.to_string()).collect(),
+        updates: vec![Vec::new(); events.len()],
+        counts: 0,
+        sums: 0,
+        values: summed.len(),
+    };
+    let mut accumulators = Vec::new();
+    for q in quantities {
         let window = match q.span {
-            Span::After(None) => "m.ts >= x.first_exposure".to_string(),
-            Span::After(Some(length)) => {
-                format!("m.ts >= x.first_exposure AND m.ts < x.first_exposure + {length}")
-            }
-            Span::Before(length) => {
-                format!("m.ts < x.first_exposure AND m.ts >= x.first_exposure - {length}")
-            }
+            Span::After(length) => Window::After(length),
+            Span::Before(length) => Window::Before(length),
         };
-        let condition = format!("m.event = {} AND {window}", literal(&q.component.event));
-        let column = match q.component.kind {
-            MetricKind::Conversion => format!("max(CASE WHEN {condition} THEN 1 ELSE 0 END)"),
-            MetricKind::Count => format!("sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"),
+        let update = match q.component.kind {
+            MetricKind::Conversion => {
+                rule.counts += 1;
+                accumulators.push(Accumulator::Count(rule.counts - 1));
+                Update::Flag(rule.counts - 1)
+            }
+            MetricKind::Count => {
+                rule.counts += 1;
+                accumulators.push(Accumulator::Count(rule.counts - 1));
+                Update::Count(rule.counts - 1)
+            }
             MetricKind::Sum => {
                 let property = q.component.property.as_deref().unwrap_or_default();
                 let value = summed
                     .iter()
                     .position(|p| *p == (q.component.event.as_str(), property))
                     .expect("every summed property has a column");
-                format!("sum(CASE WHEN {condition} THEN m.value_{value} ELSE 0.0 END)")
+                rule.sums += 1;
+                accumulators.push(Accumulator::Sum(rule.sums - 1));
+                Update::Sum {
+                    sum: rule.sums - 1,
+                    value,
+                }
             }
             MetricKind::Ratio => unreachable!("ratios are split into components"),
         };
-        per_person_columns += &format!(", CAST({column} AS DOUBLE) AS q{i}");
+        let code = events
+            .iter()
+            .position(|e| *e == q.component.event)
+            .expect("every quantity's event is scanned");
+        rule.updates[code].push((window, update));
+    }
+    if events.is_empty() {
+        return (None, rule, accumulators);
     }
 
-    let mut totals = String::new();
-    for i in 0..quantities.len() {
-        totals += &format!(", sum(q{i}) AS sum_{i}, sum(q{i} * q{i}) AS sum_squares_{i}");
+    let mut values = String::new();
+    for (event, property) in &summed {
+        values += &format!(
+            ", CASE WHEN event = {} THEN coalesce(json_get_float(properties, {}), 0.0) END",
+            literal(event),
+            literal(property)
+        );
     }
-    for (a, b) in products {
-        totals += &format!(", sum(q{a} * q{b}) AS sum_product_{a}_{b}");
+    let names: Vec<String> = events.iter().map(|e| literal(e)).collect();
+    let mut filter = format!("event IN ({})", names.join(", "));
+    if let Some(start) = experiment.start_micros {
+        let earliest = start - experiment.pre_period_micros.unwrap_or(0);
+        filter += &format!(" AND timestamp >= {}", timestamp(earliest));
     }
-
-    format!(
-        "WITH exposures AS (
-           SELECT person_id, min(ts) AS first_exposure, min(variant) AS variant, max(variant) AS other_variant
-           FROM (SELECT person_id, arrow_cast(timestamp, 'Int64') AS ts,
-                        CAST(CASE properties->>{variant_property}{variant_index} END AS BIGINT) AS variant
-                 FROM events WHERE {exposure_filter})
-           WHERE variant IS NOT NULL
-           GROUP BY person_id),
-         metric_events AS (
-           SELECT person_id, event, arrow_cast(timestamp, 'Int64') AS ts{metric_columns}
-           FROM events WHERE {metric_filter}),
-         per_person AS (
-           SELECT min(x.variant) AS variant, min(x.variant) <> min(x.other_variant) AS multiple{per_person_columns}
-           FROM exposures x LEFT JOIN metric_events m ON m.person_id = x.person_id
-           GROUP BY x.person_id)
-         SELECT variant, multiple, count(*) AS units{totals}
-         FROM per_person GROUP BY variant, multiple",
-        variant_property = literal(&exposure.variant_property),
-    )
+    if let Some(end) = experiment.end_micros {
+        filter += &format!(" AND timestamp <= {}", timestamp(end));
+    }
+    let sql = format!(
+        "SELECT plinth_experiment_metrics(person_id, event, arrow_cast(timestamp, 'Int64'){values}) AS rows
+         FROM events WHERE {filter}"
+    );
+    (Some(sql), rule, accumulators)
 }
 
 #[cfg(test)]
@@ -371,7 +489,12 @@ cuped: {pre_period_days: 7}
         );
         assert_eq!(plan.products, [(0, 1), (0, 2)]);
         // The amount is read from JSON once, for purchases only.
-        assert_eq!(plan.sql.matches("json_get_float").count(), 1);
-        assert!(plan.sql.contains("(properties->>'$feature_flag') = 'e'"));
+        let metrics = plan.metrics_sql.as_deref().unwrap();
+        assert_eq!(metrics.matches("json_get_float").count(), 1);
+        assert!(metrics.contains("event IN ('purchase')"));
+        assert!(
+            plan.exposures_sql
+                .contains("event = '$feature_flag_called'")
+        );
     }
 }
