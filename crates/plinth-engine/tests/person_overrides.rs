@@ -53,6 +53,9 @@ async fn events_of_a_merged_away_person_count_as_the_survivor() {
         }
     }
     assert_eq!(stored.len(), 2);
+    // The writer counted the merge, so readers know to load the map.
+    let merges = plinth_store::schema::PERSONS_WITH_MERGES;
+    assert_eq!(store.persons.snapshot().checkpoints.get(merges), Some(&1));
     // ...but queries see one person, in aggregates and in joins to persons.
     assert_eq!(
         scalar(&engine, "SELECT count(DISTINCT person_id) FROM events").await,
@@ -96,7 +99,10 @@ async fn a_login_that_only_attaches_an_id_leaves_person_ids_as_stored() {
         scalar(&engine, "SELECT count(DISTINCT person_id) FROM events").await,
         "1"
     );
-    // No merge of two persons, so no per-row resolution in the plan.
+    // No merge of two persons: readers need not even open `persons`, and
+    // the plan resolves nothing per row.
+    let merges = plinth_store::schema::PERSONS_WITH_MERGES;
+    assert_eq!(store.persons.snapshot().checkpoints.get(merges), Some(&0));
     let plan = engine
         .query(
             "EXPLAIN SELECT count(DISTINCT person_id) FROM events",

@@ -1135,7 +1135,7 @@ pub fn replay_quarantine(
         };
         batches.push(quarantine_batch(&[input], item.received_at_micros)?);
     }
-    store.quarantine.replace(&batches)?;
+    store.quarantine.replace(&batches, &BTreeMap::new())?;
     Ok(report)
 }
 

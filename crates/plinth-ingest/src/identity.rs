@@ -166,6 +166,15 @@ impl Identities {
         self.persons.iter().flatten().count()
     }
 
+    /// How many persons have others merged into them.
+    pub fn persons_with_merges(&self) -> u64 {
+        self.persons
+            .iter()
+            .flatten()
+            .filter(|p| !p.merged_person_ids.is_empty())
+            .count() as u64
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -224,12 +224,20 @@ impl Ingestor {
     pub fn save_identities(&self) -> Result<()> {
         let mut identities = self.identities.lock().expect("identities lock");
         if identities.is_changed() {
-            self.store.persons.replace(&[identities.to_batch()?])?;
+            let merges = BTreeMap::from([(
+                plinth_store::schema::PERSONS_WITH_MERGES.to_string(),
+                identities.persons_with_merges(),
+            )]);
+            self.store
+                .persons
+                .replace(&[identities.to_batch()?], &merges)?;
             identities.mark_saved();
         }
         let mut groups = self.groups.lock().expect("groups lock");
         if groups.is_changed() {
-            self.store.groups.replace(&[groups.to_batch()?])?;
+            self.store
+                .groups
+                .replace(&[groups.to_batch()?], &BTreeMap::new())?;
             groups.mark_saved();
         }
         Ok(())

@@ -49,6 +49,11 @@ pub fn persons() -> SchemaRef {
     ]))
 }
 
+/// The `persons` checkpoint that counts persons with merged ids, written
+/// with every replacement of the table: at 0 (the usual case, logins only
+/// attach ids) readers need not open `persons` to resolve `person_id`.
+pub const PERSONS_WITH_MERGES: &str = "persons_with_merges";
+
 /// The namespace of person ids derived from distinct ids.
 const PERSON_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x8c0f_7a2e_4d61_4c4b_9a57_1f43_62d9_0b15);

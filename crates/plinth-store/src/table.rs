@@ -242,14 +242,19 @@ impl Table {
     }
 
     /// Replaces the whole content of the table (for small, mutable tables
-    /// such as `persons`).
-    pub fn replace(&self, batches: &[RecordBatch]) -> Result<Arc<Snapshot>> {
+    /// such as `persons`), with `checkpoints` updated in the same commit.
+    pub fn replace(
+        &self,
+        batches: &[RecordBatch],
+        checkpoints: &BTreeMap<String, u64>,
+    ) -> Result<Arc<Snapshot>> {
         self.check_writable()?;
         let _writer = self.write_lock.lock().expect("write lock");
         let files = write_files(&self.dir, &self.spec, batches)?;
         self.commit("replace", |snapshot| {
             let now = now_micros();
             let old = std::mem::replace(&mut snapshot.files, files);
+            snapshot.checkpoints.extend(checkpoints.clone());
             snapshot
                 .tombstones
                 .extend(old.into_iter().map(|f| Tombstone {
