@@ -354,9 +354,36 @@ fn read_tabular(
     }
 }
 
+/// Each row of `batch` as JSON object text, converted on every core (this
+/// runs on the reading thread, which the tabular formats otherwise leave the
+/// slowest stage).
+fn rows_as_json(batch: &RecordBatch) -> Result<Vec<String>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let size = batch.num_rows().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<String>>> = std::thread::scope(|scope| {
+        (0..batch.num_rows())
+            .step_by(size)
+            .map(|start| {
+                let part = batch.slice(start, size.min(batch.num_rows() - start));
+                scope.spawn(move || part_as_json(&part))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("JSON conversion thread"))
+            .collect()
+    });
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for part in parts {
+        rows.extend(part?);
+    }
+    Ok(rows)
+}
+
 /// Each row of `batch` as JSON object text; a `properties` column holding
 /// JSON text becomes an object.
-fn rows_as_json(batch: &RecordBatch) -> Result<Vec<String>> {
+fn part_as_json(batch: &RecordBatch) -> Result<Vec<String>> {
     let mut buffer = Vec::new();
     {
         let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut buffer);

@@ -163,3 +163,49 @@ fn a_relative_data_directory_works_for_import_and_sql() {
     ]);
     assert_eq!(printed.trim(), "n\n1");
 }
+
+#[test]
+fn csv_and_parquet_rows_import_with_their_properties_and_bad_rows_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    // 3,000 rows: several slices per batch on every core. Row 1,500 has no
+    // distinct id and must be quarantined with its place in the file.
+    let rows = "SELECT 'purchase' AS event,
+                       CASE WHEN i = 1499 THEN NULL ELSE 'u' || (i % 700) END AS distinct_id,
+                       strftime(TIMESTAMP '2026-01-01' + i * INTERVAL 1 MINUTE, '%Y-%m-%dT%H:%M:%SZ') AS timestamp,
+                       '{\"plan\": \"p' || (i % 3) || '\", \"amount\": ' || i || '}' AS properties
+                FROM range(3000) t(i)";
+    let mut files = Vec::new();
+    for (name, options) in [
+        ("rows.csv", "(HEADER)"),
+        ("rows.parquet", "(FORMAT parquet)"),
+    ] {
+        let path = dir.path().join(name);
+        common::duckdb_rows(&format!("COPY ({rows}) TO '{}' {options}", path.display()));
+        files.push(path);
+    }
+    for file in &files {
+        common::run_ok(&["import", "--data", data, file.to_str().unwrap()]);
+    }
+    let sql = |q: &str| common::run_ok(&["sql", "--data", data, "--format", "csv", q]);
+    assert_eq!(
+        sql(
+            "SELECT count(*) AS n, sum(json_get_int(properties, 'amount')) AS amount, \
+             count(DISTINCT person_id) AS persons FROM events"
+        ),
+        format!("n,amount,persons\n5998,{},700\n", 2 * (4_498_500 - 1499))
+    );
+    assert_eq!(
+        sql(
+            "SELECT properties->>'plan' AS plan, count(*) AS n FROM events GROUP BY plan ORDER BY plan"
+        ),
+        "plan,n\np0,2000\np1,2000\np2,1998\n"
+    );
+    let quarantined = sql("SELECT source FROM quarantine ORDER BY source");
+    let expected: String = files
+        .iter()
+        .map(|f| format!("{}:1500\n", f.display()))
+        .collect();
+    assert_eq!(quarantined, format!("source\n{expected}"));
+}
