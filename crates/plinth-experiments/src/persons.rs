@@ -529,16 +529,6 @@ impl Router {
     }
 }
 
-/// The value of a sink: the rows it took, summed over partitions.
-fn rows_state(rows: u64) -> Vec<ScalarValue> {
-    vec![ScalarValue::UInt64(Some(rows))]
-}
-
-fn merge_rows(states: &[ArrayRef]) -> Result<u64> {
-    let rows = states[0].as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
-    Ok(rows.iter().flatten().sum())
-}
-
 fn utf8(array: &ArrayRef) -> Result<StringArray> {
     Ok(datafusion::arrow::compute::cast(array, &DataType::Utf8)?
         .as_string::<i32>()
@@ -670,42 +660,66 @@ impl AggregateUDFImpl for Sink {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let router = Router::new(&self.persons);
-        Ok(match &self.kind {
-            SinkKind::Exposures(rule) => Box::new(ExposureSink {
-                persons: self.persons.clone(),
-                rule: rule.clone(),
-                router,
-                rows: 0,
-            }),
-            SinkKind::Metrics(rule) => Box::new(MetricSink {
-                persons: self.persons.clone(),
-                rule: rule.clone(),
-                router,
-                rows: 0,
-            }),
-        })
+        Ok(Box::new(SinkAccumulator {
+            router: Router::new(&self.persons),
+            persons: self.persons.clone(),
+            kind: self.kind.clone(),
+            rows: 0,
+        }))
     }
 }
 
-struct ExposureSink {
+/// One partition's share of a sink: it fills the shared table of persons
+/// and answers how many rows it took.
+struct SinkAccumulator {
     persons: Arc<Persons>,
-    rule: Arc<ExposureRule>,
+    kind: SinkKind,
     router: Router,
     rows: u64,
 }
 
-impl std::fmt::Debug for ExposureSink {
+impl std::fmt::Debug for SinkAccumulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExposureSink").finish_non_exhaustive()
+        f.debug_struct("SinkAccumulator").finish_non_exhaustive()
     }
 }
 
-impl ExposureSink {
+impl Accumulator for SinkAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let persons = &*self.persons;
+        persons.check_deadline()?;
+        match &self.kind {
+            SinkKind::Exposures(rule) => expose(persons, rule, &mut self.router, values)?,
+            SinkKind::Metrics(rule) => add_metrics(persons, rule, &mut self.router, values)?,
+        }
+        self.rows += values[0].len() as u64;
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::UInt64(Some(self.rows)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::UInt64(Some(self.rows))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = states[0].as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+        self.rows += rows.iter().flatten().sum::<u64>();
+        Ok(())
+    }
+}
+
+impl ExposureRule {
     /// Each row's variant position, or `None` when the row is not an
     /// exposure to the flag with a declared variant.
     fn variants(&self, properties: &StringArray) -> Result<Vec<Option<u16>>> {
-        let rule = &*self.rule;
+        let rule = self;
         let keys = [rule.flag_property.as_str(), rule.variant_property.as_str()];
         let variant = |flag: Option<&str>, variant: Option<&str>| -> Option<u16> {
             if flag? != rule.flag {
@@ -735,8 +749,8 @@ impl ExposureSink {
         if !undecided.is_empty() {
             let rows = datafusion::arrow::array::UInt32Array::from(undecided);
             let texts = datafusion::arrow::compute::take(properties, &rows, None)?;
-            let flags = self.json_as_text(&texts, keys[0])?;
-            let named = self.json_as_text(&texts, keys[1])?;
+            let flags = self.text_of(&texts, keys[0])?;
+            let named = self.text_of(&texts, keys[1])?;
             for (i, row) in rows.values().iter().enumerate() {
                 let flag = flags.is_valid(i).then(|| flags.value(i));
                 let name = named.is_valid(i).then(|| named.value(i));
@@ -746,199 +760,150 @@ impl ExposureSink {
         Ok(variants)
     }
 
-    fn json_as_text(&self, texts: &ArrayRef, key: &str) -> Result<StringArray> {
+    fn text_of(&self, texts: &ArrayRef, key: &str) -> Result<StringArray> {
         let field = |name: &str| Arc::new(Field::new(name, DataType::Utf8, true));
-        let result = self
-            .rule
-            .json_as_text
-            .invoke_with_args(ScalarFunctionArgs {
-                args: vec![
-                    ColumnarValue::Array(texts.clone()),
-                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(key.to_string()))),
-                ],
-                arg_fields: vec![field("properties"), field("key")],
-                number_rows: texts.len(),
-                return_field: field("value"),
-                config_options: Arc::new(ConfigOptions::default()),
-            })?;
+        let result = self.json_as_text.invoke_with_args(ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Array(texts.clone()),
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(key.to_string()))),
+            ],
+            arg_fields: vec![field("properties"), field("key")],
+            number_rows: texts.len(),
+            return_field: field("value"),
+            config_options: Arc::new(ConfigOptions::default()),
+        })?;
         utf8(&result.into_array(texts.len())?)
     }
 }
 
-impl Accumulator for ExposureSink {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let persons = &*self.persons;
-        persons.check_deadline()?;
-        let person_ids = utf8(&values[0])?;
-        let micros = values[1].as_primitive::<Int64Type>();
-        let properties = utf8(&values[2])?;
-        let variants = self.variants(&properties)?;
-        self.router.route(persons, &person_ids, |row| {
-            variants[row].is_some() && micros.is_valid(row)
-        });
-        self.router.each_shard(persons, |shard, uuids, others| {
-            for (i, routed) in uuids.iter().enumerate() {
-                if let Some(ahead) = uuids.get(i + AHEAD) {
-                    shard.uuids.prefetch(ahead.hash);
-                }
-                let row = routed.row as usize;
-                let variant = variants[row].expect("routed rows have a variant");
-                shard.expose_uuid(routed.key, routed.hash, micros.value(row), variant);
+/// Records each exposure row in its person's entry.
+fn expose(
+    persons: &Persons,
+    rule: &ExposureRule,
+    router: &mut Router,
+    values: &[ArrayRef],
+) -> Result<()> {
+    let person_ids = utf8(&values[0])?;
+    let micros = values[1].as_primitive::<Int64Type>();
+    let properties = utf8(&values[2])?;
+    let variants = rule.variants(&properties)?;
+    router.route(persons, &person_ids, |row| {
+        variants[row].is_some() && micros.is_valid(row)
+    });
+    router.each_shard(persons, |shard, uuids, others| {
+        for (i, routed) in uuids.iter().enumerate() {
+            if let Some(ahead) = uuids.get(i + AHEAD) {
+                shard.uuids.prefetch(ahead.hash);
             }
-            for &row in others {
-                let row = row as usize;
-                let variant = variants[row].expect("routed rows have a variant");
-                shard.expose_other(person_ids.value(row), micros.value(row), variant);
-            }
-            Ok(())
-        })?;
-        self.rows += values[0].len() as u64;
-        Ok(())
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::UInt64(Some(self.rows)))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(rows_state(self.rows))
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.rows += merge_rows(states)?;
-        Ok(())
-    }
-}
-
-struct MetricSink {
-    persons: Arc<Persons>,
-    rule: Arc<MetricRule>,
-    router: Router,
-    rows: u64,
-}
-
-impl std::fmt::Debug for MetricSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricSink").finish_non_exhaustive()
-    }
-}
-
-impl Accumulator for MetricSink {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let persons = &*self.persons;
-        persons.check_deadline()?;
-        let rule = &*self.rule;
-        let person_ids = utf8(&values[0])?;
-        let events = utf8(&values[1])?;
-        let micros = values[2].as_primitive::<Int64Type>();
-        let columns: Vec<_> = values[3..]
-            .iter()
-            .map(|v| v.as_primitive::<Float64Type>())
-            .collect();
-        // Rows come in runs of one event (the files are sorted by event).
-        let mut codes = Vec::with_capacity(events.len());
-        let mut last: Option<(&str, Option<usize>)> = None;
-        for row in 0..events.len() {
-            let code = if events.is_null(row) {
-                None
-            } else {
-                let event = events.value(row);
-                match last {
-                    Some((name, code)) if name == event => code,
-                    _ => {
-                        let code = rule.events.iter().position(|e| e == event);
-                        last = Some((event, code));
-                        code
-                    }
-                }
-            };
-            codes.push(code);
+            let row = routed.row as usize;
+            let variant = variants[row].expect("routed rows have a variant");
+            shard.expose_uuid(routed.key, routed.hash, micros.value(row), variant);
         }
-        self.router.route(persons, &person_ids, |row| {
-            codes[row].is_some() && micros.is_valid(row)
-        });
-        let (counts, sums) = (rule.counts, rule.sums);
-        // The person of each routed row: its first exposure and slot.
-        let mut found: Vec<Option<(i64, usize)>> = Vec::new();
-        self.router.each_shard(persons, |shard, uuids, others| {
-            found.clear();
-            for (i, routed) in uuids.iter().enumerate() {
-                if let Some(ahead) = uuids.get(i + AHEAD) {
-                    shard.uuids.prefetch(ahead.hash);
+        for &row in others {
+            let row = row as usize;
+            let variant = variants[row].expect("routed rows have a variant");
+            shard.expose_other(person_ids.value(row), micros.value(row), variant);
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Adds each metric event row to its exposed person's quantities.
+fn add_metrics(
+    persons: &Persons,
+    rule: &MetricRule,
+    router: &mut Router,
+    values: &[ArrayRef],
+) -> Result<()> {
+    let person_ids = utf8(&values[0])?;
+    let events = utf8(&values[1])?;
+    let micros = values[2].as_primitive::<Int64Type>();
+    let columns: Vec<_> = values[3..]
+        .iter()
+        .map(|v| v.as_primitive::<Float64Type>())
+        .collect();
+    // Rows come in runs of one event (the files are sorted by event).
+    let mut codes = Vec::with_capacity(events.len());
+    let mut last: Option<(&str, Option<usize>)> = None;
+    for row in 0..events.len() {
+        let code = if events.is_null(row) {
+            None
+        } else {
+            let event = events.value(row);
+            match last {
+                Some((name, code)) if name == event => code,
+                _ => {
+                    let code = rule.events.iter().position(|e| e == event);
+                    last = Some((event, code));
+                    code
                 }
-                let entry = shard.uuids.get(routed.key, routed.hash);
-                let person = entry.map(|e| (e.first, e.slot as usize - 1));
-                if let Some((_, slot)) = person {
-                    if counts > 0 {
-                        prefetch(&shard.counts[slot * counts]);
-                    }
-                    if sums > 0 {
-                        prefetch(&shard.sums[slot * sums]);
-                    }
+            }
+        };
+        codes.push(code);
+    }
+    router.route(persons, &person_ids, |row| {
+        codes[row].is_some() && micros.is_valid(row)
+    });
+    let (counts, sums) = (rule.counts, rule.sums);
+    // The person of each routed row: its first exposure and slot.
+    let mut found: Vec<Option<(i64, usize)>> = Vec::new();
+    router.each_shard(persons, |shard, uuids, others| {
+        found.clear();
+        for (i, routed) in uuids.iter().enumerate() {
+            if let Some(ahead) = uuids.get(i + AHEAD) {
+                shard.uuids.prefetch(ahead.hash);
+            }
+            let entry = shard.uuids.get(routed.key, routed.hash);
+            let person = entry.map(|e| (e.first, e.slot as usize - 1));
+            if let Some((_, slot)) = person {
+                if counts > 0 {
+                    prefetch(&shard.counts[slot * counts]);
                 }
-                found.push(person);
+                if sums > 0 {
+                    prefetch(&shard.sums[slot * sums]);
+                }
             }
-            for &row in others {
-                let person = shard.others.get(person_ids.value(row as usize));
-                found.push(person.map(|p| (p.first, p.slot as usize)));
-            }
-            let rows = uuids.iter().map(|r| r.row).chain(others.iter().copied());
-            for (row, person) in rows.zip(&found) {
-                let Some((first, slot)) = *person else {
+            found.push(person);
+        }
+        for &row in others {
+            let person = shard.others.get(person_ids.value(row as usize));
+            found.push(person.map(|p| (p.first, p.slot as usize)));
+        }
+        let rows = uuids.iter().map(|r| r.row).chain(others.iter().copied());
+        for (row, person) in rows.zip(&found) {
+            let Some((first, slot)) = *person else {
+                continue;
+            };
+            let row = row as usize;
+            let at = micros.value(row);
+            for &(window, update) in &rule.updates[codes[row].expect("routed")] {
+                if !window.contains(first, at) {
                     continue;
-                };
-                let row = row as usize;
-                let at = micros.value(row);
-                for &(window, update) in &rule.updates[codes[row].expect("routed")] {
-                    if !window.contains(first, at) {
-                        continue;
+                }
+                match update {
+                    Update::Flag(i) => shard.counts[slot * counts + i] = 1,
+                    Update::Count(i) => {
+                        let count = &mut shard.counts[slot * counts + i];
+                        *count = count.checked_add(1).ok_or_else(|| {
+                            DataFusionError::Execution(
+                                "a person has more than 4294967295 events of one metric".into(),
+                            )
+                        })?;
                     }
-                    match update {
-                        Update::Flag(i) => shard.counts[slot * counts + i] = 1,
-                        Update::Count(i) => {
-                            let count = &mut shard.counts[slot * counts + i];
-                            *count = count.checked_add(1).ok_or_else(|| {
-                                DataFusionError::Execution(
-                                    "a person has more than 4294967295 events of one metric".into(),
-                                )
-                            })?;
-                        }
-                        Update::Sum { sum, value } => {
-                            // Never null on rows of the value's event.
-                            let column = columns[value];
-                            if column.is_valid(row) {
-                                shard.sums[slot * sums + sum] += column.value(row);
-                            }
+                    Update::Sum { sum, value } => {
+                        // Never null on rows of the value's event.
+                        let column = columns[value];
+                        if column.is_valid(row) {
+                            shard.sums[slot * sums + sum] += column.value(row);
                         }
                     }
                 }
             }
-            Ok(())
-        })?;
-        self.rows += values[0].len() as u64;
+        }
         Ok(())
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::UInt64(Some(self.rows)))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(rows_state(self.rows))
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        self.rows += merge_rows(states)?;
-        Ok(())
-    }
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]
