@@ -167,9 +167,14 @@ impl Funnel {
     }
 
     /// The hits among `values` (window, timestamp, steps...), row by row.
-    fn hits(&self, values: &[ArrayRef]) -> Result<(Vec<Option<Hit>>, usize)> {
+    fn hits(&self, values: &[ArrayRef]) -> Result<Vec<Option<Hit>>> {
         let times = timestamp_micros(&values[1])?;
-        let steps: Vec<&BooleanArray> = values[2..].iter().map(|v| v.as_boolean()).collect();
+        // A literal NULL step arrives as the Null type: never true.
+        let steps = values[2..]
+            .iter()
+            .map(|v| datafusion::arrow::compute::cast(v, &DataType::Boolean))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let steps: Vec<&BooleanArray> = steps.iter().map(|v| v.as_boolean()).collect();
         let rows = times.len();
         let mut hits = Vec::with_capacity(rows);
         for row in 0..rows {
@@ -184,7 +189,7 @@ impl Funnel {
                 steps: matched,
             }));
         }
-        Ok((hits, rows))
+        Ok(hits)
     }
 
     /// The furthest step `hits` reach (see the module docs).
@@ -288,7 +293,7 @@ impl GroupsAccumulator for FunnelGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         ensure_groups(&mut self.groups, total_num_groups);
-        let (hits, _) = self.funnel.hits(values)?;
+        let hits = self.funnel.hits(values)?;
         for (row, (hit, &group)) in hits.into_iter().zip(group_indices).enumerate() {
             if let Some(hit) = hit
                 && passes(opt_filter, row)
@@ -330,7 +335,7 @@ impl GroupsAccumulator for FunnelGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let (hits, _) = self.funnel.hits(values)?;
+        let hits = self.funnel.hits(values)?;
         let groups = hits
             .into_iter()
             .enumerate()
@@ -356,7 +361,7 @@ struct FunnelAccumulator {
 
 impl Accumulator for FunnelAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let (hits, _) = self.funnel.hits(values)?;
+        let hits = self.funnel.hits(values)?;
         self.hits.extend(hits.into_iter().flatten());
         Ok(())
     }
