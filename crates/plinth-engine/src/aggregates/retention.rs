@@ -281,11 +281,12 @@ struct PeriodsAccumulator {
 
 impl Accumulator for PeriodsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let mut one = [std::mem::take(&mut self.periods)];
-        add_periods(self.unit, values, |_| Some(0), &mut one)?;
-        let [periods] = one;
-        self.periods = periods;
-        Ok(())
+        add_periods(
+            self.unit,
+            values,
+            |_| Some(0),
+            std::slice::from_mut(&mut self.periods),
+        )
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
