@@ -4,10 +4,11 @@
 //! When a login merges two persons that both have events, the merged-away
 //! person's events keep their stored `person_id`. PostHog resolves this at
 //! query time with an override table (old person → current person); so does
-//! Plinth, from `persons.merged_person_ids`. The `events` table that SQL sees
-//! is then a view over the stored rows whose `person_id` is
-//! `plinth_person_of(person_id)`; queries that do not read `person_id` never
-//! evaluate it, and while no two persons with events were ever merged (the
+//! Plinth, from `persons.merged_person_ids` (and `merged_person_nums` for
+//! the numbers). The `events` table that SQL sees is then a view over the
+//! stored rows whose `person_id` is `plinth_person_of(person_id)` and whose
+//! `person_num` is `plinth_person_num_of(person_num)`; queries that read
+//! neither never evaluate them, and while no two persons with events were ever merged (the
 //! usual case: a login only attaches a new id to the anonymous person) the
 //! stored table is registered as it is. The map is rebuilt only when
 //! `persons` gets a new version.
@@ -16,9 +17,9 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{Array, ArrayRef, ListArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, ListArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::cast::as_string_array;
+use datafusion::common::cast::{as_int64_array, as_string_array};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -26,8 +27,18 @@ use datafusion::logical_expr::{
 use plinth_store::Table;
 use plinth_store::schema::{PERSONS_WITH_MERGES, possibly_merged_person_ids};
 
-/// Merged-away person id → current person id.
-pub type Overrides = HashMap<String, String>;
+/// Merged-away persons → current persons, by id and by number.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    ids: HashMap<String, String>,
+    nums: HashMap<i64, i64>,
+}
+
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.nums.is_empty()
+    }
+}
 
 /// The overrides of one `persons` version, rebuilt when it changes.
 #[derive(Default)]
@@ -52,7 +63,7 @@ impl OverridesCache {
 
 fn load(persons: &Table) -> Result<Overrides> {
     let external = |e: anyhow::Error| DataFusionError::External(e.into());
-    let mut overrides = Overrides::new();
+    let mut overrides = Overrides::default();
     // Counted by the writer: with no merge there is nothing to read (at 10M
     // persons, reading them all cost every query about 1.8 s).
     if persons.snapshot().checkpoints.get(PERSONS_WITH_MERGES) == Some(&0) {
@@ -74,6 +85,11 @@ fn load(persons: &Table) -> Result<Overrides> {
                 .transpose()
         };
         let merged = list("merged_person_ids")?;
+        let merged_nums = list("merged_person_nums")?;
+        let nums = batch
+            .column_by_name("person_num")
+            .map(|c| as_int64_array(c))
+            .transpose()?;
         let distinct_ids = list("distinct_ids")?
             .ok_or_else(|| DataFusionError::Internal("persons.distinct_ids missing".into()))?;
         for row in 0..batch.num_rows() {
@@ -96,31 +112,52 @@ fn load(persons: &Table) -> Result<Overrides> {
                 }
             };
             for id in merged_away {
-                overrides.insert(id, person_id.to_string());
+                overrides.ids.insert(id, person_id.to_string());
+            }
+            if let (Some(nums), Some(merged)) = (nums, merged_nums)
+                && nums.is_valid(row)
+                && merged.is_valid(row)
+            {
+                for num in as_int64_array(&merged.value(row))?.iter().flatten() {
+                    overrides.nums.insert(num, nums.value(row));
+                }
             }
         }
     }
     Ok(overrides)
 }
 
-/// `plinth_person_of(stored_person_id)`.
-pub fn person_of_udf(overrides: Arc<Overrides>) -> ScalarUDF {
+/// `plinth_person_of(stored_person_id)` or `plinth_person_num_of(stored_person_num)`.
+fn resolver_udf(overrides: Arc<Overrides>, column: Column) -> ScalarUDF {
+    let argument = match column {
+        Column::Id => DataType::Utf8,
+        Column::Num => DataType::Int64,
+    };
     ScalarUDF::new_from_impl(PersonOf {
         overrides,
-        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        column,
+        signature: Signature::exact(vec![argument], Volatility::Immutable),
     })
+}
+
+/// Which stored column a [`PersonOf`] resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Column {
+    Id,
+    Num,
 }
 
 #[derive(Debug)]
 struct PersonOf {
     overrides: Arc<Overrides>,
+    column: Column,
     signature: Signature,
 }
 
 // Two instances are the same function when they share one map.
 impl PartialEq for PersonOf {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.overrides, &other.overrides)
+        Arc::ptr_eq(&self.overrides, &other.overrides) && self.column == other.column
     }
 }
 
@@ -129,30 +166,45 @@ impl Eq for PersonOf {}
 impl Hash for PersonOf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         Arc::as_ptr(&self.overrides).hash(state);
+        self.column.hash(state);
     }
 }
 
 impl ScalarUDFImpl for PersonOf {
     fn name(&self) -> &str {
-        "plinth_person_of"
+        match self.column {
+            Column::Id => "plinth_person_of",
+            Column::Num => "plinth_person_num_of",
+        }
     }
 
     fn signature(&self) -> &Signature {
         &self.signature
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types[0].clone())
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let stored = as_string_array(&arrays[0])?;
-        let resolved: StringArray = stored
-            .iter()
-            .map(|stored| stored.map(|id| self.overrides.get(id).map_or(id, String::as_str)))
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(resolved) as ArrayRef))
+        let resolved: ArrayRef = match self.column {
+            Column::Id => Arc::new(
+                as_string_array(&arrays[0])?
+                    .iter()
+                    .map(|stored| {
+                        stored.map(|id| self.overrides.ids.get(id).map_or(id, String::as_str))
+                    })
+                    .collect::<StringArray>(),
+            ),
+            Column::Num => Arc::new(
+                as_int64_array(&arrays[0])?
+                    .iter()
+                    .map(|stored| stored.map(|num| *self.overrides.nums.get(&num).unwrap_or(&num)))
+                    .collect::<Int64Array>(),
+            ),
+        };
+        Ok(ColumnarValue::Array(resolved))
     }
 }
 
@@ -169,13 +221,17 @@ pub fn register_events(
         return Ok(());
     }
     let stored = ctx.read_table(events)?;
-    let person_of = person_of_udf(overrides);
+    let person_of = resolver_udf(overrides.clone(), Column::Id);
+    let person_num_of = resolver_udf(overrides, Column::Num);
     let columns: Vec<_> = stored
         .schema()
         .fields()
         .iter()
         .map(|field| match field.name().as_str() {
             "person_id" => person_of.call(vec![col("person_id")]).alias("person_id"),
+            "person_num" => person_num_of
+                .call(vec![col("person_num")])
+                .alias("person_num"),
             name => col(name),
         })
         .collect();

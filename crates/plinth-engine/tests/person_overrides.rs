@@ -77,6 +77,20 @@ async fn events_of_a_merged_away_person_count_as_the_survivor() {
         .await,
         "3"
     );
+    // Person numbers resolve the same way, to the survivor's number.
+    assert_eq!(
+        scalar(&engine, "SELECT count(DISTINCT person_num) FROM events").await,
+        "1"
+    );
+    assert_eq!(
+        scalar(
+            &engine,
+            "SELECT count(*) FROM events e JOIN persons p \
+             ON e.person_num = p.person_num AND e.person_id = p.person_id"
+        )
+        .await,
+        "3"
+    );
 }
 
 #[tokio::test]

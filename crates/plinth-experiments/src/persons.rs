@@ -1,11 +1,13 @@
 //! The exposed persons of one results query, and the two aggregate
 //! functions that fill them from the scans of `events`.
 //!
-//! A person is keyed by its `person_id` as DataFusion resolves it (merged
-//! persons already resolved). Person ids are UUIDs in canonical lowercase
-//! text, which this module keys by their 128-bit value (hashing and
-//! comparing 16 bytes instead of 36); any other text is keyed by itself, in
-//! a map of its own, so two different ids never share a person.
+//! A person is keyed by its `person_num` as DataFusion resolves it (merged
+//! persons already resolved), or by its `person_id` when the events predate
+//! numbers. Person ids are UUIDs in canonical lowercase text, which this
+//! module keys by their 128-bit value (hashing and comparing 16 bytes
+//! instead of 36); any other text is keyed by itself, in a map of its own,
+//! so two different ids never share a person. One query keys every row by
+//! the same column, so numbers and UUIDs never meet in one table.
 //!
 //! The table is split into shards by hash, each behind its own lock, so
 //! that the scan's partitions (one per thread) fill it together: each
@@ -23,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
@@ -32,7 +34,7 @@ use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
-    Signature, Volatility,
+    Signature, TypeSignature, Volatility,
 };
 
 use crate::flag_json;
@@ -480,13 +482,31 @@ impl Router {
     }
 
     /// Routes the rows `keep` accepts that have a person.
-    fn route(&mut self, table: &Persons, person_ids: &StringArray, keep: impl Fn(usize) -> bool) {
+    fn route(&mut self, table: &Persons, persons: &PersonColumn, keep: impl Fn(usize) -> bool) {
         for list in &mut self.uuids {
             list.clear();
         }
         for list in &mut self.others {
             list.clear();
         }
+        let person_ids = match persons {
+            PersonColumn::Ids(ids) => ids,
+            PersonColumn::Nums(nums) => {
+                for row in 0..nums.len() {
+                    if nums.is_null(row) || !keep(row) {
+                        continue;
+                    }
+                    let key = nums.value(row) as u64 as u128;
+                    let hash = table.hash.key(key);
+                    self.uuids[Persons::shard_of(hash)].push(Routed {
+                        key,
+                        hash,
+                        row: row as u32,
+                    });
+                }
+                return;
+            }
+        };
         for row in 0..person_ids.len() {
             if person_ids.is_null(row) || !keep(row) {
                 continue;
@@ -535,6 +555,39 @@ fn utf8(array: &ArrayRef) -> Result<StringArray> {
         .clone())
 }
 
+/// A batch's persons: `events.person_num`, or `events.person_id` for
+/// events stored before numbers existed.
+enum PersonColumn {
+    Nums(Int64Array),
+    Ids(StringArray),
+}
+
+impl PersonColumn {
+    fn new(array: &ArrayRef) -> Result<PersonColumn> {
+        Ok(match array.data_type() {
+            DataType::Int64 => PersonColumn::Nums(array.as_primitive::<Int64Type>().clone()),
+            _ => PersonColumn::Ids(utf8(array)?),
+        })
+    }
+
+    /// The id of a row routed to the map of other ids.
+    fn id(&self, row: usize) -> &str {
+        match self {
+            PersonColumn::Ids(ids) => ids.value(row),
+            PersonColumn::Nums(_) => unreachable!("numbers are never routed as other ids"),
+        }
+    }
+}
+
+/// The two ways of naming the person in a sink's first argument.
+fn person_signatures(rest: &[DataType]) -> Signature {
+    let with = |person: DataType| TypeSignature::Exact([vec![person], rest.to_vec()].concat());
+    Signature::one_of(
+        vec![with(DataType::Int64), with(DataType::Utf8)],
+        Volatility::Volatile,
+    )
+}
+
 /// Which exposures count: the flag and variant properties, the flag's
 /// name and the declared variants.
 #[derive(Debug, Clone)]
@@ -547,15 +600,12 @@ pub struct ExposureRule {
     pub json_as_text: Arc<ScalarUDF>,
 }
 
-/// `plinth_experiment_exposures(person_id, micros, properties)`: records
+/// `plinth_experiment_exposures(person_num | person_id, micros, properties)`: records
 /// each exposure to the flag with a declared variant; returns the rows taken.
 pub fn exposures_udaf(persons: Arc<Persons>, rule: ExposureRule) -> AggregateUDF {
     AggregateUDF::new_from_impl(Sink {
         name: "plinth_experiment_exposures",
-        signature: Signature::exact(
-            vec![DataType::Utf8, DataType::Int64, DataType::Utf8],
-            Volatility::Volatile,
-        ),
+        signature: person_signatures(&[DataType::Int64, DataType::Utf8]),
         persons,
         kind: SinkKind::Exposures(Arc::new(rule)),
     })
@@ -602,15 +652,15 @@ pub struct MetricRule {
     pub values: usize,
 }
 
-/// `plinth_experiment_metrics(person_id, event, micros, value...)`: adds
+/// `plinth_experiment_metrics(person_num | person_id, event, micros, value...)`: adds
 /// each metric event of an exposed person to its accumulators; returns the
 /// rows taken.
 pub fn metrics_udaf(persons: Arc<Persons>, rule: MetricRule) -> AggregateUDF {
-    let mut arguments = vec![DataType::Utf8, DataType::Utf8, DataType::Int64];
+    let mut arguments = vec![DataType::Utf8, DataType::Int64];
     arguments.extend(std::iter::repeat_n(DataType::Float64, rule.values));
     AggregateUDF::new_from_impl(Sink {
         name: "plinth_experiment_metrics",
-        signature: Signature::exact(arguments, Volatility::Volatile),
+        signature: person_signatures(&arguments),
         persons,
         kind: SinkKind::Metrics(Arc::new(rule)),
     })
@@ -783,11 +833,11 @@ fn expose(
     router: &mut Router,
     values: &[ArrayRef],
 ) -> Result<()> {
-    let person_ids = utf8(&values[0])?;
+    let person_column = PersonColumn::new(&values[0])?;
     let micros = values[1].as_primitive::<Int64Type>();
     let properties = utf8(&values[2])?;
     let variants = rule.variants(&properties)?;
-    router.route(persons, &person_ids, |row| {
+    router.route(persons, &person_column, |row| {
         variants[row].is_some() && micros.is_valid(row)
     });
     router.each_shard(persons, |shard, uuids, others| {
@@ -802,7 +852,7 @@ fn expose(
         for &row in others {
             let row = row as usize;
             let variant = variants[row].expect("routed rows have a variant");
-            shard.expose_other(person_ids.value(row), micros.value(row), variant);
+            shard.expose_other(person_column.id(row), micros.value(row), variant);
         }
         Ok(())
     })?;
@@ -816,7 +866,7 @@ fn add_metrics(
     router: &mut Router,
     values: &[ArrayRef],
 ) -> Result<()> {
-    let person_ids = utf8(&values[0])?;
+    let person_column = PersonColumn::new(&values[0])?;
     let events = utf8(&values[1])?;
     let micros = values[2].as_primitive::<Int64Type>();
     let columns: Vec<_> = values[3..]
@@ -842,7 +892,7 @@ fn add_metrics(
         };
         codes.push(code);
     }
-    router.route(persons, &person_ids, |row| {
+    router.route(persons, &person_column, |row| {
         codes[row].is_some() && micros.is_valid(row)
     });
     let (counts, sums) = (rule.counts, rule.sums);
@@ -867,7 +917,7 @@ fn add_metrics(
             found.push(person);
         }
         for &row in others {
-            let person = shard.others.get(person_ids.value(row as usize));
+            let person = shard.others.get(person_column.id(row as usize));
             found.push(person.map(|p| (p.first, p.slot as usize)));
         }
         let rows = uuids.iter().map(|r| r.row).chain(others.iter().copied());

@@ -3,8 +3,9 @@
 //!
 //! 1. Exposures: one scan of the exposure event (files are sorted by event,
 //!    so it reads only those rows) feeds `plinth_experiment_exposures`, an
-//!    aggregate function that records, per person (as `events.person_id`
-//!    resolves them, so merged persons count once), the first exposure and
+//!    aggregate function that records, per person (as `events.person_num`
+//!    resolves them, so merged persons count once; `person_id` when some
+//!    scanned events predate numbers), the first exposure and
 //!    the smallest and largest variant served, as positions in the
 //!    definition's list; a person whose two differ saw more than one
 //!    variant. A row counts when its flag property is the flag and its
@@ -35,6 +36,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::error::DataFusionError;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::memory_pool::MemoryConsumer;
@@ -89,11 +92,14 @@ pub struct QueryPlan {
     pub quantities: Vec<Quantity>,
     /// Pairs of indexes into `quantities`.
     pub products: Vec<(usize, usize)>,
-    /// The exposures' scan, into `plinth_experiment_exposures`.
-    pub exposures_sql: String,
+    /// The exposures' scan, into `plinth_experiment_exposures`, with
+    /// [`PERSON`] for the column naming persons.
+    exposures_sql: String,
     /// The metric events' scan, into `plinth_experiment_metrics`; `None`
     /// without metrics.
-    pub metrics_sql: Option<String>,
+    metrics_sql: Option<String>,
+    /// Counts the scanned events without a person number.
+    unnumbered_sql: String,
     /// What each metric event does to a person's accumulators.
     metric_rule: MetricRule,
     /// Per quantity, its accumulator.
@@ -160,11 +166,18 @@ impl QueryPlan {
         }
         let exposures_sql = exposures_sql(experiment);
         let (metrics_sql, metric_rule, accumulators) = metrics(experiment, &quantities);
+        let mut scanned: Vec<String> = metric_rule.events.iter().map(|e| literal(e)).collect();
+        scanned.push(literal(&experiment.definition.exposure.event));
+        let unnumbered_sql = format!(
+            "SELECT count(*) FROM events WHERE person_num IS NULL AND event IN ({})",
+            scanned.join(", ")
+        );
         QueryPlan {
             quantities,
             products,
             exposures_sql,
             metrics_sql,
+            unnumbered_sql,
             metric_rule,
             accumulators,
         }
@@ -213,10 +226,34 @@ impl QueryPlan {
         ));
         ctx.register_udaf(metrics_udaf(persons.clone(), self.metric_rule.clone()));
 
+        // Numbers unless some scanned events predate them (nulls are
+        // pruned by the files' statistics, so this reads next to nothing).
+        let unnumbered = ctx
+            .sql_with_options(&self.unnumbered_sql, read_only())
+            .await
+            .map_err(classify)?
+            .collect()
+            .await
+            .map_err(classify)?;
+        let unnumbered = unnumbered
+            .first()
+            .and_then(|batch| batch.column(0).as_primitive_opt::<Int64Type>())
+            .map_or(0, |counts| counts.value(0));
+        let person = if unnumbered == 0 {
+            "person_num"
+        } else {
+            "person_id"
+        };
         // Both planned first, so both read the same snapshot of the files.
-        let exposures = plan(&ctx, &self.exposures_sql).await.map_err(classify)?;
+        let exposures = plan(&ctx, &self.exposures_sql.replace(PERSON, person))
+            .await
+            .map_err(classify)?;
         let metrics = match &self.metrics_sql {
-            Some(sql) => Some(plan(&ctx, sql).await.map_err(classify)?),
+            Some(sql) => Some(
+                plan(&ctx, &sql.replace(PERSON, person))
+                    .await
+                    .map_err(classify)?,
+            ),
             None => None,
         };
         datafusion::physical_plan::collect(exposures, ctx.task_ctx())
@@ -299,20 +336,27 @@ impl QueryPlan {
     }
 }
 
-/// Plans `sql` with read-only privileges, as [`Engine::query`] does.
+/// The privileges of [`Engine::query`] for a read-only key.
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans `sql` with read-only privileges.
 async fn plan(
     ctx: &SessionContext,
     sql: &str,
 ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    ctx.sql_with_options(sql, options)
+    ctx.sql_with_options(sql, read_only())
         .await?
         .create_physical_plan()
         .await
 }
+
+/// Where the scans' SQL names the column that keys persons.
+const PERSON: &str = "{person}";
 
 /// A DataFusion error as the engine reports it.
 fn classify(engine: &Engine, error: DataFusionError) -> QueryError {
@@ -347,7 +391,7 @@ fn exposures_sql(experiment: &Experiment) -> String {
         filter += &format!(" AND timestamp <= {}", timestamp(end));
     }
     format!(
-        "SELECT plinth_experiment_exposures(person_id, arrow_cast(timestamp, 'Int64'), properties) AS rows
+        "SELECT plinth_experiment_exposures({PERSON}, arrow_cast(timestamp, 'Int64'), properties) AS rows
          FROM events WHERE {filter}"
     )
 }
@@ -443,7 +487,7 @@ fn metrics(
         filter += &format!(" AND timestamp <= {}", timestamp(end));
     }
     let sql = format!(
-        "SELECT plinth_experiment_metrics(person_id, event, arrow_cast(timestamp, 'Int64'){values}) AS rows
+        "SELECT plinth_experiment_metrics({PERSON}, event, arrow_cast(timestamp, 'Int64'){values}) AS rows
          FROM events WHERE {filter}"
     );
     (Some(sql), rule, accumulators)

@@ -8,14 +8,22 @@
 //! both ids already belong to different persons, their records merge into the
 //! older one, which records the id of the one merged away: events stored
 //! under that id count as the survivor when queried.
+//!
+//! Each person also gets a number, the next one when it is created: events
+//! carry it beside the id (`events.person_num`) so that scans keying on
+//! millions of persons read 8 bytes a row, not 36. Numbers follow the order
+//! in which events create persons, so replaying the same events in the same
+//! order (capture recovery) gives the same numbers; a merged-away person's
+//! number stays with its events and is recorded by the survivor, and no
+//! number is given twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{
-    Array, ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Array, Int64Array, Int64Builder, ListArray, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use plinth_store::schema::{derived_person_id, possibly_merged_person_ids};
 use serde_json::{Map, Value};
@@ -28,6 +36,16 @@ struct Person {
     created_at_micros: i64,
     /// Persons merged into this one; their stored events carry these ids.
     merged_person_ids: Vec<String>,
+    person_num: i64,
+    /// The numbers of the persons merged into this one.
+    merged_person_nums: Vec<i64>,
+}
+
+/// The person of an event: its id and its number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonRef {
+    pub id: Arc<str>,
+    pub num: i64,
 }
 
 /// The distinct-id to person map and the persons' properties.
@@ -35,6 +53,8 @@ struct Person {
 pub struct Identities {
     by_distinct_id: HashMap<String, usize>,
     persons: Vec<Option<Person>>,
+    /// The number the next new person gets.
+    next_num: i64,
     changed: bool,
 }
 
@@ -60,12 +80,20 @@ impl Identities {
                 .as_any()
                 .downcast_ref::<TimestampMicrosecondArray>()
                 .context("created_at")?;
-            let merged = batch
-                .column_by_name("merged_person_ids")
+            let list = |name: &'static str| {
+                batch
+                    .column_by_name(name)
+                    .map(|c| c.as_any().downcast_ref::<ListArray>().context(name))
+                    .transpose()
+            };
+            let merged = list("merged_person_ids")?;
+            let merged_nums = list("merged_person_nums")?;
+            let nums = batch
+                .column_by_name("person_num")
                 .map(|c| {
                     c.as_any()
-                        .downcast_ref::<ListArray>()
-                        .context("merged_person_ids")
+                        .downcast_ref::<Int64Array>()
+                        .context("person_num")
                 })
                 .transpose()?;
             for row in 0..batch.num_rows() {
@@ -87,6 +115,21 @@ impl Identities {
                     }
                     _ => possibly_merged_person_ids(person_id, &distinct_ids),
                 };
+                let merged_person_nums: Vec<i64> = match merged_nums {
+                    Some(merged) if merged.is_valid(row) => {
+                        let list = merged.value(row);
+                        let list = list
+                            .as_any()
+                            .downcast_ref::<Int64Array>()
+                            .context("merged person number list")?;
+                        list.iter().flatten().collect()
+                    }
+                    _ => Vec::new(),
+                };
+                // Persons saved before numbers existed get theirs below.
+                let person_num = nums
+                    .filter(|n| n.is_valid(row))
+                    .map_or(-1, |n| n.value(row));
                 let index = identities.persons.len();
                 for id in &distinct_ids {
                     identities.by_distinct_id.insert(id.clone(), index);
@@ -97,21 +140,35 @@ impl Identities {
                     properties: serde_json::from_str(properties.value(row)).unwrap_or_default(),
                     created_at_micros: created.value(row),
                     merged_person_ids,
+                    person_num,
+                    merged_person_nums,
                 }));
+            }
+        }
+        let numbered = identities.persons.iter().flatten();
+        identities.next_num = numbered
+            .flat_map(|p| std::iter::once(p.person_num).chain(p.merged_person_nums.iter().copied()))
+            .max()
+            .map_or(0, |max| max + 1);
+        for person in identities.persons.iter_mut().flatten() {
+            if person.person_num < 0 {
+                person.person_num = identities.next_num;
+                identities.next_num += 1;
+                identities.changed = true;
             }
         }
         Ok(identities)
     }
 
     /// The person of `distinct_id`, created at `at_micros` if new.
-    pub fn resolve(&mut self, distinct_id: &str, at_micros: i64) -> Arc<str> {
+    pub fn resolve(&mut self, distinct_id: &str, at_micros: i64) -> PersonRef {
         let index = self.index_of(distinct_id, at_micros);
-        self.person(index).person_id.clone()
+        self.person_ref(index)
     }
 
     /// Records that `a` and `b` are the same person (`a` is usually the
-    /// anonymous id). Returns the person id both now resolve to.
-    pub fn merge(&mut self, a: &str, b: &str, at_micros: i64) -> Arc<str> {
+    /// anonymous id). Returns the person both now resolve to.
+    pub fn merge(&mut self, a: &str, b: &str, at_micros: i64) -> PersonRef {
         let known_a = self.by_distinct_id.get(a).copied();
         let known_b = self.by_distinct_id.get(b).copied();
         let index = match (known_a, known_b) {
@@ -124,7 +181,7 @@ impl Identities {
                 self.attach(b, i)
             }
         };
-        self.person(index).person_id.clone()
+        self.person_ref(index)
     }
 
     /// Applies `$set` (overwrite) and `$set_once` (only if absent).
@@ -186,6 +243,8 @@ impl Identities {
         let mut properties = StringBuilder::new();
         let mut created = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut merged = ListBuilder::new(StringBuilder::new());
+        let mut nums = Int64Builder::new();
+        let mut merged_nums = ListBuilder::new(Int64Builder::new());
         for person in self.persons.iter().flatten() {
             ids.append_value(&person.person_id);
             for id in &person.distinct_ids {
@@ -198,6 +257,11 @@ impl Identities {
                 merged.values().append_value(id);
             }
             merged.append(true);
+            nums.append_value(person.person_num);
+            merged_nums
+                .values()
+                .append_slice(&person.merged_person_nums);
+            merged_nums.append(true);
         }
         let columns: Vec<Arc<dyn Array>> = vec![
             Arc::new(ids.finish()),
@@ -205,6 +269,8 @@ impl Identities {
             Arc::new(properties.finish()),
             Arc::new(created.finish()),
             Arc::new(merged.finish()),
+            Arc::new(nums.finish()),
+            Arc::new(merged_nums.finish()),
         ];
         Ok(RecordBatch::try_new(
             plinth_store::schema::persons(),
@@ -228,7 +294,10 @@ impl Identities {
             properties: Map::new(),
             created_at_micros: at_micros,
             merged_person_ids: Vec::new(),
+            person_num: self.next_num,
+            merged_person_nums: Vec::new(),
         }));
+        self.next_num += 1;
         self.by_distinct_id.insert(distinct_id.to_string(), index);
         self.changed = true;
         index
@@ -265,11 +334,21 @@ impl Identities {
         kept.distinct_ids.extend(dropped.distinct_ids);
         kept.merged_person_ids.push(dropped.person_id.to_string());
         kept.merged_person_ids.extend(dropped.merged_person_ids);
+        kept.merged_person_nums.push(dropped.person_num);
+        kept.merged_person_nums.extend(dropped.merged_person_nums);
         for (key, value) in dropped.properties {
             kept.properties.entry(key).or_insert(value);
         }
         self.changed = true;
         keep
+    }
+
+    fn person_ref(&self, index: usize) -> PersonRef {
+        let person = self.person(index);
+        PersonRef {
+            id: person.person_id.clone(),
+            num: person.person_num,
+        }
     }
 
     fn person(&self, index: usize) -> &Person {
@@ -311,7 +390,8 @@ mod tests {
         let person = reloaded.person(reloaded.by_distinct_id["b"]);
         assert_eq!(person.properties["plan"], "free");
         assert_eq!(person.properties["email"], "x@y");
-        assert_eq!(person.merged_person_ids, [young.to_string()]);
+        assert_eq!(person.merged_person_ids, [young.id.to_string()]);
+        assert_eq!(person.merged_person_nums, [young.num]);
     }
 
     #[test]
@@ -325,8 +405,33 @@ mod tests {
         let old = batch.project(&[0, 1, 2, 3]).unwrap();
         let reloaded = Identities::load(&[old]).unwrap();
         let person = reloaded.person(reloaded.by_distinct_id["user"]);
-        assert_eq!(*person.person_id, *anon);
+        assert_eq!(*person.person_id, *anon.id);
         assert_eq!(person.merged_person_ids, [derived_person_id("user")]);
+    }
+
+    #[test]
+    fn numbers_follow_creation_survive_merges_and_are_never_given_twice() {
+        let mut ids = Identities::default();
+        let first = ids.resolve("a", 1);
+        let second = ids.resolve("b", 2);
+        let third = ids.resolve("c", 3);
+        assert_eq!((first.num, second.num, third.num), (0, 1, 2));
+        // "c" merges into the older "a" and keeps its number; "a" records it.
+        assert_eq!(ids.merge("c", "a", 4), first);
+        let reloaded = Identities::load(&[ids.to_batch().unwrap()]).unwrap();
+        let mut reloaded = reloaded;
+        assert_eq!(reloaded.resolve("c", 5), first);
+        let person = reloaded.person(reloaded.by_distinct_id["a"]);
+        assert_eq!(person.merged_person_nums, [2]);
+        // The highest number was merged away: the next person must not reuse it.
+        assert_eq!(reloaded.resolve("d", 6).num, 3);
+        // Persons saved before numbers existed are numbered on load.
+        let old = ids.to_batch().unwrap().project(&[0, 1, 2, 3, 4]).unwrap();
+        let mut numbered = Identities::load(&[old]).unwrap();
+        assert!(numbered.is_changed());
+        let (a, b) = (numbered.resolve("a", 9), numbered.resolve("b", 9));
+        assert_ne!(a.num, b.num);
+        assert_eq!(numbered.resolve("new", 9).num, 2);
     }
 
     #[test]

@@ -20,6 +20,6 @@ pub use capture::{
     Recovery,
 };
 pub use groups::{GroupUpdate, Groups};
-pub use identity::Identities;
+pub use identity::{Identities, PersonRef};
 pub use import::{ImportFormat, ImportReport, import_file};
 pub use rows::{EventInput, Ingestor, QuarantineInput};

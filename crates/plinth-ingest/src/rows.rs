@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use datafusion::arrow::array::{Array, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{
+    Array, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
 use plinth_store::Store;
 use serde_json::{Map, Value};
 
 use crate::groups::{GroupUpdate, Groups};
-use crate::identity::Identities;
+use crate::identity::{Identities, PersonRef};
 
 /// An accepted event, as every source hands it over.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,12 +62,12 @@ impl From<plinth_capture::NormalizedEvent> for EventInput {
 }
 
 /// Resolves one event's person (merging ids it links), sets person and
-/// group properties, and returns the person id.
+/// group properties, and returns the person.
 fn apply_identity(
     identities: &mut Identities,
     groups: &mut Groups,
     input: &EventInput,
-) -> Arc<str> {
+) -> PersonRef {
     let person = match &input.merge_with {
         Some(other) => identities.merge(other, &input.distinct_id, input.timestamp_micros),
         None => identities.resolve(&input.distinct_id, input.timestamp_micros),
@@ -158,6 +160,7 @@ impl Ingestor {
         let mut session = StringBuilder::new();
         let mut properties = StringBuilder::new();
         let mut lib = StringBuilder::new();
+        let mut person_num = Int64Builder::with_capacity(rows);
         for (input, received_at_micros) in requests
             .iter()
             .flat_map(|(events, at)| events.iter().map(move |event| (event, *at)))
@@ -169,7 +172,8 @@ impl Ingestor {
             }
             event.append_value(&input.event);
             distinct_id.append_value(&input.distinct_id);
-            person_id.append_value(&person);
+            person_id.append_value(&person.id);
+            person_num.append_value(person.num);
             timestamp.append_value(input.timestamp_micros);
             received.append_value(received_at_micros);
             session.append_option(input.session_id.as_deref());
@@ -186,6 +190,7 @@ impl Ingestor {
             Arc::new(session.finish()),
             Arc::new(properties.finish()),
             Arc::new(lib.finish()),
+            Arc::new(person_num.finish()),
         ];
         Ok(RecordBatch::try_new(
             plinth_store::schema::events(),

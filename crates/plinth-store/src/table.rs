@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -150,7 +151,7 @@ impl Table {
         let view = self.view();
         let mut batches = Vec::new();
         for file in &view.snapshot.files {
-            batches.extend(read_file(&self.dir.join(&file.path))?);
+            batches.extend(read_file(&self.dir.join(&file.path), &self.spec.schema)?);
         }
         batches.extend(view.buffered);
         Ok(batches)
@@ -285,7 +286,7 @@ impl Table {
             for group in compaction_groups(files, target_rows) {
                 let mut batches = Vec::new();
                 for file in &group {
-                    batches.extend(read_file(&self.dir.join(&file.path))?);
+                    batches.extend(read_file(&self.dir.join(&file.path), &self.spec.schema)?);
                 }
                 added.extend(write_files(&self.dir, &self.spec, &batches)?);
                 removed.extend(group.iter().map(|f| f.path.clone()));
@@ -428,12 +429,33 @@ fn compaction_groups<'a>(files: &[&'a DataFile], target_rows: u64) -> Vec<Vec<&'
     groups
 }
 
-fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
+/// The rows of one data file in the table's schema: a nullable column the
+/// file predates (it was written by an earlier version) reads as nulls.
+fn read_file(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
         .with_batch_size(64 * 1024)
         .build()?;
-    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    reader
+        .map(|batch| {
+            let batch = batch?;
+            if batch.schema().fields() == schema.fields() {
+                return Ok(batch);
+            }
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|field| match batch.column_by_name(field.name()) {
+                    Some(column) => Ok(column.clone()),
+                    None if field.is_nullable() => {
+                        Ok(new_null_array(field.data_type(), batch.num_rows()))
+                    }
+                    None => bail!("{} has no column {}", path.display(), field.name()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
 }
 
 /// Deletes data files that are neither live nor tombstoned: the leftovers of

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::Int64Type;
 use plinth_store::{Mode, Store, schema};
 
 const DAY: i64 = 86_400_000_000;
@@ -35,6 +38,7 @@ fn events(start: i64, count: usize, day: i64) -> RecordBatch {
             text("s"),
             text("{}"),
             text("test"),
+            Arc::new(Int64Array::from(vec![7; count])),
         ],
     )
     .unwrap()
@@ -104,6 +108,46 @@ fn compaction_merges_small_files_and_vacuum_deletes_the_old_ones() {
         assert!(!dir.path().join("tables/events").join(&file.path).exists());
     }
     assert!(store.events.snapshot().tombstones.is_empty());
+}
+
+#[test]
+fn files_written_before_a_column_existed_read_it_as_null_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    for i in 0..2 {
+        store
+            .events
+            .append(&[events(i * 10, 10, today())], &BTreeMap::new())
+            .unwrap();
+    }
+    // Rewrite the first file as an earlier version wrote it: no person_num.
+    let old = &store.events.snapshot().files[0];
+    let table_dir = dir.path().join("tables/events");
+    let file = std::fs::File::open(table_dir.join(&old.path)).unwrap();
+    let rows: Vec<RecordBatch> =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 1024)
+            .unwrap()
+            .map(|batch| batch.unwrap())
+            .collect();
+    let without: Vec<usize> = (0..schema::events().fields().len() - 1).collect();
+    let old_schema = Arc::new(schema::events().project(&without).unwrap());
+    let old_rows: Vec<RecordBatch> = rows.iter().map(|b| b.project(&without).unwrap()).collect();
+    plinth_store::write_parquet_file(&table_dir, &old.path, &old_schema, &old_rows).unwrap();
+
+    let nums = |batches: Vec<RecordBatch>| -> (usize, usize) {
+        let mut counts = (0, 0);
+        for batch in &batches {
+            assert_eq!(batch.schema(), schema::events());
+            let column = batch.column_by_name("person_num").unwrap();
+            counts.0 += column.null_count();
+            counts.1 += column.as_primitive::<Int64Type>().iter().flatten().count();
+        }
+        counts
+    };
+    assert_eq!(nums(store.events.read_all().unwrap()), (10, 10));
+    let report = store.events.compact(1_000_000).unwrap();
+    assert_eq!((report.files_before, report.files_after), (2, 1));
+    assert_eq!(nums(store.events.read_all().unwrap()), (10, 10));
 }
 
 #[test]
