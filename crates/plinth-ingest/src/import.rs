@@ -6,6 +6,15 @@
 //! interrupted import skips those rows, so a killed import followed by a
 //! re-run stores every row exactly once. Rows that cannot be accepted go to
 //! `quarantine` with `file:line` and the reason.
+//!
+//! Persons and groups are saved less often than events, every
+//! [`IDENTITY_SAVE_INTERVAL`] and at the end: each save rewrites the whole
+//! `persons` table, and saving it with every chunk made an import's writes
+//! grow with the square of its persons (190 copies of 2.4M persons for the
+//! 100M-event demo). Their own checkpoint says up to which row they are
+//! saved; a re-run first re-applies the identities of the rows between
+//! that and the events' checkpoint (in file order, which is idempotent),
+//! so a kill between two saves loses no person.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,6 +34,9 @@ use crate::rows::{EventInput, Ingestor, QuarantineInput};
 /// read, one waiting, one being committed), about 2.5 GiB at peak for the
 /// demo's 400-byte events.
 pub const DEFAULT_COMMIT_ROWS: usize = 1 << 19;
+
+/// How often an import saves persons and groups, besides at its end.
+pub const IDENTITY_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportFormat {
@@ -59,6 +71,9 @@ pub struct ImportReport {
     pub quarantined: u64,
     /// Rows an earlier, interrupted run had already stored.
     pub resumed_after: u64,
+    /// Of those, the rows whose identities this run applied again, because
+    /// the interrupted run had not saved them.
+    pub identities_replayed: u64,
 }
 
 /// Imports one file. `progress` is called with the bytes read so far.
@@ -86,6 +101,7 @@ pub fn import_file(
         .get(&key)
         .copied()
         .unwrap_or(0);
+    // Rows that were stored were quarantined too when they had to be.
     let quarantined_done = ingestor
         .store()
         .quarantine
@@ -93,10 +109,23 @@ pub fn import_file(
         .checkpoints
         .get(&key)
         .copied()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(done);
+    // Runs of earlier versions saved identities with every chunk: without
+    // a checkpoint of their own they cover what events do. Recorded before
+    // any row, so that a kill before the first save replays from here.
+    let persons = &ingestor.store().persons;
+    let identities_done = match persons.snapshot().checkpoints.get(&key) {
+        Some(&saved) => saved.min(done),
+        None => {
+            persons.append(&[], &BTreeMap::from([(key.clone(), done)]))?;
+            done
+        }
+    };
     let mut report = ImportReport {
         file: path.to_path_buf(),
         resumed_after: done,
+        identities_replayed: done - identities_done,
         ..Default::default()
     };
     let display = path.display().to_string();
@@ -105,12 +134,25 @@ pub fn import_file(
         // at about three chunks.
         let (chunks, committer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
         let committer = scope.spawn(move || -> Result<()> {
+            let mut saved_at = std::time::Instant::now();
+            let mut last = None;
             for chunk in committer_chunks {
                 chunk.commit(ingestor)?;
+                if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL {
+                    ingestor.save_identities_with(&chunk.checkpoint)?;
+                    saved_at = std::time::Instant::now();
+                }
+                last = Some(chunk.checkpoint);
             }
-            Ok(())
+            match last {
+                Some(checkpoint) => ingestor.save_identities_with(&checkpoint),
+                None => Ok(()),
+            }
         });
-        let mut commit = |rows: Vec<(u64, String)>, end: u64| -> Result<()> {
+        let mut commit = |mut rows: Vec<(u64, String)>, end: u64| -> Result<()> {
+            // Rows up to `done` are stored: only their identities count.
+            let stored = rows.partition_point(|(line, _)| *line <= done);
+            let replayed = decode_rows(rows.drain(..stored).collect(), &display).0;
             let (events, rejected) = decode_rows(rows, &display);
             let rejected: Vec<QuarantineInput> = rejected
                 .into_iter()
@@ -120,6 +162,8 @@ pub fn import_file(
             report.events += events.len() as u64;
             report.quarantined += rejected.len() as u64;
             let chunk = DecodedChunk {
+                replayed,
+                stores_rows: end > done,
                 events,
                 rejected,
                 checkpoint: BTreeMap::from([(key.clone(), end)]),
@@ -133,7 +177,7 @@ pub fn import_file(
         let read = read_rows(
             path,
             format,
-            done,
+            identities_done,
             commit_rows,
             &mut report.rows,
             progress,
@@ -148,15 +192,23 @@ pub fn import_file(
 
 /// Parsed rows of one chunk, ready to commit.
 struct DecodedChunk {
+    /// Stored events whose identities an interrupted run had not saved.
+    replayed: Vec<EventInput>,
+    /// Whether rows after the stored ones end in this chunk.
+    stores_rows: bool,
     events: Vec<EventInput>,
     rejected: Vec<QuarantineInput>,
     checkpoint: BTreeMap<String, u64>,
 }
 
 impl DecodedChunk {
-    /// Quarantined rows, then persons, then events, each commit carrying the
-    /// chunk's checkpoint.
-    fn commit(self, ingestor: &Ingestor) -> Result<()> {
+    /// Replayed identities, then quarantined rows, then events, each commit
+    /// carrying the chunk's checkpoint; persons are saved by the caller.
+    fn commit(&self, ingestor: &Ingestor) -> Result<()> {
+        ingestor.apply_identities(&self.replayed);
+        if !self.stores_rows {
+            return Ok(());
+        }
         let now = chrono::Utc::now().timestamp_micros();
         if !self.rejected.is_empty() {
             ingestor.store().quarantine.append(
@@ -164,7 +216,9 @@ impl DecodedChunk {
                 &self.checkpoint,
             )?;
         }
-        ingestor.append(&self.events, now, &self.checkpoint)
+        let batch = ingestor.events_batch(&self.events, now)?;
+        ingestor.store().events.append(&[batch], &self.checkpoint)?;
+        Ok(())
     }
 }
 

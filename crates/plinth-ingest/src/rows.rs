@@ -227,23 +227,34 @@ impl Ingestor {
 
     /// Replaces the `persons` and `groups` tables where they changed.
     pub fn save_identities(&self) -> Result<()> {
+        self.save_identities_with(&BTreeMap::new())
+    }
+
+    /// [`Ingestor::save_identities`], publishing `checkpoints` with
+    /// `persons` (even when nothing changed) to say which rows it covers.
+    /// Groups are saved first: a checkpoint on `persons` covers both.
+    pub fn save_identities_with(&self, checkpoints: &BTreeMap<String, u64>) -> Result<()> {
+        // Locked in the order every other caller locks them.
         let mut identities = self.identities.lock().expect("identities lock");
-        if identities.is_changed() {
-            let merges = BTreeMap::from([(
-                plinth_store::schema::PERSONS_WITH_MERGES.to_string(),
-                identities.persons_with_merges(),
-            )]);
-            self.store
-                .persons
-                .replace(&[identities.to_batch()?], &merges)?;
-            identities.mark_saved();
-        }
         let mut groups = self.groups.lock().expect("groups lock");
         if groups.is_changed() {
             self.store
                 .groups
                 .replace(&[groups.to_batch()?], &BTreeMap::new())?;
             groups.mark_saved();
+        }
+        if identities.is_changed() {
+            let mut checkpoints = checkpoints.clone();
+            checkpoints.insert(
+                plinth_store::schema::PERSONS_WITH_MERGES.to_string(),
+                identities.persons_with_merges(),
+            );
+            self.store
+                .persons
+                .replace(&[identities.to_batch()?], &checkpoints)?;
+            identities.mark_saved();
+        } else if !checkpoints.is_empty() {
+            self.store.persons.append(&[], checkpoints)?;
         }
         Ok(())
     }

@@ -43,10 +43,12 @@ pub fn run(args: ImportArgs) -> Result<()> {
             bar.set_position(bytes)
         })?;
         bar.finish_and_clear();
-        let resumed = if report.resumed_after > 0 {
-            format!(" (resumed after row {})", report.resumed_after)
-        } else {
-            String::new()
+        let resumed = match (report.resumed_after, report.identities_replayed) {
+            (0, _) => String::new(),
+            (after, 0) => format!(" (resumed after row {after})"),
+            (after, replayed) => format!(
+                " (resumed after row {after}; persons of the last {replayed} rows applied again)"
+            ),
         };
         println!(
             "{}: {} events, {} quarantined{resumed}",

@@ -82,6 +82,20 @@ fn an_import_killed_at_random_moments_resumes_to_every_event_exactly_once() {
     assert!(out.contains("events"), "{out}");
     assert_eq!(assert_no_duplicates(&data), total);
     assert_eq!(count(&data, "SELECT count(*) FROM quarantine"), 0);
+    // Persons are saved less often than events: a resumed import applies
+    // the identities of stored rows again, so every event's person (and
+    // its number) is in `persons`, once.
+    let orphans = "SELECT count(*) FROM events e LEFT JOIN persons p \
+         ON e.person_id = p.person_id AND e.person_num = p.person_num WHERE p.person_id IS NULL";
+    assert_eq!(count(&data, orphans), 0);
+    assert_eq!(
+        count(&data, "SELECT count(*) FROM persons"),
+        count(&data, "SELECT count(DISTINCT person_id) FROM events")
+    );
+    assert_eq!(
+        count(&data, "SELECT count(DISTINCT person_num) FROM persons"),
+        count(&data, "SELECT count(*) FROM persons")
+    );
 }
 
 #[test]
