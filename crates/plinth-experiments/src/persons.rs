@@ -489,20 +489,21 @@ impl Router {
         for list in &mut self.others {
             list.clear();
         }
+        let mut keyed = |key: u128, row: usize| {
+            let hash = table.hash.key(key);
+            self.uuids[Persons::shard_of(hash)].push(Routed {
+                key,
+                hash,
+                row: row as u32,
+            });
+        };
         let person_ids = match persons {
             PersonColumn::Ids(ids) => ids,
             PersonColumn::Nums(nums) => {
                 for row in 0..nums.len() {
-                    if nums.is_null(row) || !keep(row) {
-                        continue;
+                    if nums.is_valid(row) && keep(row) {
+                        keyed(nums.value(row) as u64 as u128, row);
                     }
-                    let key = nums.value(row) as u64 as u128;
-                    let hash = table.hash.key(key);
-                    self.uuids[Persons::shard_of(hash)].push(Routed {
-                        key,
-                        hash,
-                        row: row as u32,
-                    });
                 }
                 return;
             }
@@ -513,14 +514,7 @@ impl Router {
             }
             let text = person_ids.value(row);
             match uuid_key(text.as_bytes()) {
-                Some(key) => {
-                    let hash = table.hash.key(key);
-                    self.uuids[Persons::shard_of(hash)].push(Routed {
-                        key,
-                        hash,
-                        row: row as u32,
-                    });
-                }
+                Some(key) => keyed(key, row),
                 None => {
                     let hash = table.other_hash.hash_one(text);
                     self.others[Persons::shard_of(hash)].push(row as u32);

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{
-    Array, Int64Array, Int64Builder, ListArray, ListBuilder, RecordBatch, StringArray,
+    Array, AsArray, Int64Array, Int64Builder, ListArray, ListBuilder, RecordBatch, StringArray,
     StringBuilder, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::datatypes::Int64Type;
 use plinth_store::schema::{derived_person_id, possibly_merged_person_ids};
 use serde_json::{Map, Value};
 
@@ -97,33 +98,14 @@ impl Identities {
                 })
                 .transpose()?;
             for row in 0..batch.num_rows() {
-                let list = distinct.value(row);
-                let list = list
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .context("distinct id list")?;
-                let distinct_ids: Vec<String> = list.iter().flatten().map(str::to_string).collect();
+                let distinct_ids = text_list(distinct, row)?;
                 let person_id = ids.value(row);
                 let merged_person_ids = match merged {
-                    Some(merged) if merged.is_valid(row) => {
-                        let list = merged.value(row);
-                        let list = list
-                            .as_any()
-                            .downcast_ref::<StringArray>()
-                            .context("merged person id list")?;
-                        list.iter().flatten().map(str::to_string).collect()
-                    }
+                    Some(merged) if merged.is_valid(row) => text_list(merged, row)?,
                     _ => possibly_merged_person_ids(person_id, &distinct_ids),
                 };
-                let merged_person_nums: Vec<i64> = match merged_nums {
-                    Some(merged) if merged.is_valid(row) => {
-                        let list = merged.value(row);
-                        let list = list
-                            .as_any()
-                            .downcast_ref::<Int64Array>()
-                            .context("merged person number list")?;
-                        list.iter().flatten().collect()
-                    }
+                let merged_person_nums = match merged_nums {
+                    Some(merged) if merged.is_valid(row) => number_list(merged, row)?,
                     _ => Vec::new(),
                 };
                 // Persons saved before numbers existed get theirs below.
@@ -354,6 +336,22 @@ impl Identities {
     fn person(&self, index: usize) -> &Person {
         self.persons[index].as_ref().expect("live person")
     }
+}
+
+/// Row `row` of a `List<Utf8>` column.
+fn text_list(list: &ListArray, row: usize) -> Result<Vec<String>> {
+    let values = list.value(row);
+    let values = values.as_string_opt::<i32>().context("a list of texts")?;
+    Ok(values.iter().flatten().map(str::to_string).collect())
+}
+
+/// Row `row` of a `List<Int64>` column.
+fn number_list(list: &ListArray, row: usize) -> Result<Vec<i64>> {
+    let values = list.value(row);
+    let values = values
+        .as_primitive_opt::<Int64Type>()
+        .context("a list of numbers")?;
+    Ok(values.iter().flatten().collect())
 }
 
 #[cfg(test)]

@@ -135,16 +135,19 @@ pub fn import_file(
         let (chunks, committer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
         let committer = scope.spawn(move || -> Result<()> {
             let mut saved_at = std::time::Instant::now();
-            let mut last = None;
+            // The checkpoint of the last chunk whose identities are not saved.
+            let mut unsaved = None;
             for chunk in committer_chunks {
                 chunk.commit(ingestor)?;
-                if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL {
-                    ingestor.save_identities_with(&chunk.checkpoint)?;
+                unsaved = Some(chunk.checkpoint);
+                if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL
+                    && let Some(checkpoint) = unsaved.take()
+                {
+                    ingestor.save_identities_with(&checkpoint)?;
                     saved_at = std::time::Instant::now();
                 }
-                last = Some(chunk.checkpoint);
             }
-            match last {
+            match unsaved {
                 Some(checkpoint) => ingestor.save_identities_with(&checkpoint),
                 None => Ok(()),
             }
