@@ -181,6 +181,10 @@ pub(crate) fn names(line: &str, name: &str) -> bool {
 
 const MICROS_PER_DAY: f64 = 86_400_000_000.0;
 
+/// The most variants an experiment may have: results keep a person's
+/// variant positions in 16 bits, and no test needs more.
+pub const MAX_VARIANTS: usize = 1_000;
+
 /// An experiment as its author writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -426,6 +430,15 @@ impl ExperimentDefinition {
             return Err(invalid_key(
                 "variants",
                 "`variants` needs at least two names, the control first",
+            ));
+        }
+        if self.variants.len() > MAX_VARIANTS {
+            return Err(invalid_key(
+                "variants",
+                format!(
+                    "`variants` lists {} names; at most {MAX_VARIANTS} are allowed",
+                    self.variants.len()
+                ),
             ));
         }
         for (i, variant) in self.variants.iter().enumerate() {
@@ -759,6 +772,19 @@ primary_metrics:
             (
                 MINIMAL.replace("kind: conversion", "kind: sum"),
                 "needs a `property`",
+            ),
+            (
+                MINIMAL.replace(
+                    "[control, test]",
+                    &format!(
+                        "[{}]",
+                        (0..1_001)
+                            .map(|i| format!("v{i}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                "1001 names; at most 1000",
             ),
             (
                 format!("{MINIMAL}weights: [1]\n"),

@@ -3,22 +3,27 @@
 //!
 //! A person is keyed by its `person_num` as DataFusion resolves it (merged
 //! persons already resolved), or by its `person_id` when the events predate
-//! numbers. Person ids are UUIDs in canonical lowercase text, which this
-//! module keys by their 128-bit value (hashing and comparing 16 bytes
-//! instead of 36); any other text is keyed by itself, in a map of its own,
-//! so two different ids never share a person. One query keys every row by
-//! the same column, so numbers and UUIDs never meet in one table.
+//! numbers. One query keys every row by the same column.
 //!
-//! The table is split into shards by hash, each behind its own lock, so
-//! that the scan's partitions (one per thread) fill it together: each
-//! batch's rows are routed to their shards, then each shard is locked once
-//! per batch. The aggregate functions are sinks: each partition's
-//! accumulator writes into the shared table, and their value is only the
-//! number of rows taken, which the query checks.
+//! Each exposed person has one record holding everything the query keeps
+//! of it: its first exposure, its variants, its counters and its sums, so
+//! that a metric event costs one cache miss. Numbers are dense, so a
+//! plain array indexes the records by number (4 bytes a person, one load,
+//! no hashing); ids go through a hash map, keyed by a UUID's 128 bits
+//! where the text is one.
+//!
+//! The persons are split into shards (by number, or by the id's hash),
+//! each behind its own lock, so that the scan's partitions (one per
+//! thread) fill them together: each batch's rows are routed to their
+//! shards, then each shard is locked once per batch. The aggregate
+//! functions are sinks: each partition's accumulator writes into the
+//! shared shards, and their value is only the number of rows taken, which
+//! the query checks.
 //!
 //! Its memory is reserved in the query's pool as it grows, and every batch
 //! checks the query's deadline.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,45 +58,6 @@ impl std::fmt::Display for PastDeadline {
 }
 
 impl std::error::Error for PastDeadline {}
-
-/// One exposed person.
-#[derive(Debug, Clone, Copy)]
-struct Person {
-    /// First exposure, UTC microseconds.
-    first: i64,
-    /// Its row in the shard's metric accumulators.
-    slot: u32,
-    /// The smallest and largest variant served (positions in the definition).
-    variant_min: u16,
-    variant_max: u16,
-}
-
-/// A multiply-fold hash of 128-bit keys with a per-table random seed.
-#[derive(Clone)]
-struct FoldHash {
-    seeds: [u64; 2],
-}
-
-impl FoldHash {
-    fn new() -> FoldHash {
-        let random = RandomState::new();
-        FoldHash {
-            seeds: [random.hash_one(1u64), random.hash_one(2u64) | 1],
-        }
-    }
-
-    fn key(&self, key: u128) -> u64 {
-        fold(
-            key as u64 ^ self.seeds[0],
-            (key >> 64) as u64 ^ self.seeds[1],
-        )
-    }
-}
-
-fn fold(a: u64, b: u64) -> u64 {
-    let product = (a as u128).wrapping_mul(b as u128);
-    product as u64 ^ (product >> 64) as u64
-}
 
 /// The 128-bit value of a canonical lowercase UUID text, else `None`.
 fn uuid_key(text: &[u8]) -> Option<u128> {
@@ -136,97 +102,6 @@ const HEX: [u8; 256] = {
     table
 };
 
-/// One exposed person keyed by its UUID, in [`UuidTable`].
-#[derive(Debug, Clone, Copy, Default)]
-struct Entry {
-    key: u128,
-    first: i64,
-    /// The person's slot plus one; 0 marks an empty entry.
-    slot: u32,
-    variant_min: u16,
-    variant_max: u16,
-}
-
-/// Open addressing with linear probing over 32-byte entries (two per
-/// cache line, with the person's data beside its key), so that a lookup
-/// is one cache miss, which callers prefetch a few rows ahead.
-struct UuidTable {
-    entries: Vec<Entry>,
-    len: usize,
-    hash: FoldHash,
-}
-
-impl UuidTable {
-    fn new(hash: FoldHash) -> UuidTable {
-        UuidTable {
-            entries: vec![Entry::default(); 1024],
-            len: 0,
-            hash,
-        }
-    }
-
-    fn start(&self, hash: u64) -> usize {
-        hash as usize & (self.entries.len() - 1)
-    }
-
-    fn prefetch(&self, hash: u64) {
-        prefetch(&self.entries[self.start(hash)]);
-    }
-
-    fn get(&self, key: u128, hash: u64) -> Option<&Entry> {
-        let mask = self.entries.len() - 1;
-        let mut i = self.start(hash);
-        loop {
-            let entry = &self.entries[i];
-            if entry.slot == 0 {
-                return None;
-            }
-            if entry.key == key {
-                return Some(entry);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// The entry of `key`, inserted with `new` when absent.
-    fn entry(&mut self, key: u128, hash: u64, new: impl FnOnce() -> Entry) -> &mut Entry {
-        // At most 70% full, so probes stay short.
-        if (self.len + 1) * 10 > self.entries.len() * 7 {
-            self.grow();
-        }
-        let mask = self.entries.len() - 1;
-        let mut i = self.start(hash);
-        loop {
-            if self.entries[i].slot == 0 {
-                self.entries[i] = new();
-                self.len += 1;
-                return &mut self.entries[i];
-            }
-            if self.entries[i].key == key {
-                return &mut self.entries[i];
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn grow(&mut self) {
-        let doubled = vec![Entry::default(); self.entries.len() * 2];
-        let old = std::mem::replace(&mut self.entries, doubled);
-        let mask = self.entries.len() - 1;
-        for entry in old.into_iter().filter(|e| e.slot != 0) {
-            let mut i = self.hash.key(entry.key) as usize & mask;
-            while self.entries[i].slot != 0 {
-                i = (i + 1) & mask;
-            }
-            self.entries[i] = entry;
-        }
-    }
-
-    fn bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-    }
-}
-
 /// Asks the CPU to bring `value`'s cache line in: a hint, with no effect
 /// on results.
 #[inline(always)]
@@ -242,103 +117,357 @@ fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// A cache line of person records. Records no wider than a line never
+/// straddle two, so that each is a single miss.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u64; WORDS_PER_LINE]);
+
+const WORDS_PER_LINE: usize = 8;
+
+/// Where a person's fields lie in its record, in 64-bit words: its first
+/// exposure (UTC microseconds), then 32-bit halves (its variants, then
+/// its counters), then its sums. A person's data is all in one place so
+/// that updating it is one cache miss.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    counts: usize,
+    stride: usize,
+}
+
+impl Layout {
+    fn new(counts: usize, sums: usize) -> Layout {
+        let words = 1 + Layout::halves_words(counts) + sums;
+        Layout {
+            counts,
+            // Widened to divide a line, so that no record straddles two.
+            stride: if words <= WORDS_PER_LINE {
+                words.next_power_of_two()
+            } else {
+                words
+            },
+        }
+    }
+
+    /// Words holding the variants and `counts` counters, two a word.
+    fn halves_words(counts: usize) -> usize {
+        (1 + counts).div_ceil(2)
+    }
+
+    /// The word and bit shift of half `i`: 0 is the variants, 1 onwards
+    /// the counters.
+    fn half(&self, record: usize, i: usize) -> (usize, u32) {
+        (record + 1 + i / 2, (i % 2) as u32 * 32)
+    }
+
+    fn sum(&self, record: usize, i: usize) -> usize {
+        record + 1 + Layout::halves_words(self.counts) + i
+    }
+}
+
+/// Person records laid out by a [`Layout`], in the order persons were
+/// first exposed, each named by its first word.
+struct Records {
+    lines: Vec<Line>,
+    layout: Layout,
+    len: usize,
+}
+
+impl Records {
+    fn new(layout: Layout) -> Records {
+        Records {
+            lines: Vec::new(),
+            layout,
+            len: 0,
+        }
+    }
+
+    /// Adds an empty record and returns it.
+    fn push(&mut self) -> usize {
+        let record = self.len * self.layout.stride;
+        self.len += 1;
+        let lines = (self.len * self.layout.stride).div_ceil(WORDS_PER_LINE);
+        grow_zeroed(&mut self.lines, lines, Line([0; WORDS_PER_LINE]));
+        record
+    }
+
+    fn each(&self) -> impl Iterator<Item = usize> + use<> {
+        (0..self.len).map({
+            let stride = self.layout.stride;
+            move |i| i * stride
+        })
+    }
+
+    fn word(&self, w: usize) -> u64 {
+        self.lines[w / WORDS_PER_LINE].0[w % WORDS_PER_LINE]
+    }
+
+    fn word_mut(&mut self, w: usize) -> &mut u64 {
+        &mut self.lines[w / WORDS_PER_LINE].0[w % WORDS_PER_LINE]
+    }
+
+    fn half(&self, record: usize, i: usize) -> u32 {
+        let (w, shift) = self.layout.half(record, i);
+        (self.word(w) >> shift) as u32
+    }
+
+    fn set_half(&mut self, record: usize, i: usize, value: u32) {
+        let (w, shift) = self.layout.half(record, i);
+        let word = self.word_mut(w);
+        *word = (*word & !(0xffff_ffff << shift)) | (value as u64) << shift;
+    }
+
+    /// The smallest and largest variant served, or `None` for an empty
+    /// record. Kept as smallest plus one, so that the half is never zero.
+    fn variants(&self, record: usize) -> Option<(u16, u16)> {
+        let half = self.half(record, 0);
+        (half != 0).then(|| ((half & 0xffff) as u16 - 1, (half >> 16) as u16))
+    }
+
+    fn first(&self, record: usize) -> i64 {
+        self.word(record) as i64
+    }
+
+    /// Records an exposure at `at` to `variant`.
+    fn expose(&mut self, record: usize, at: i64, variant: u16) {
+        let (first, min, max) = match self.variants(record) {
+            None => (at, variant, variant),
+            Some((min, max)) => (
+                self.first(record).min(at),
+                min.min(variant),
+                max.max(variant),
+            ),
+        };
+        *self.word_mut(record) = first as u64;
+        self.set_half(record, 0, (min as u32 + 1) | (max as u32) << 16);
+    }
+
+    fn count(&self, record: usize, i: usize) -> u32 {
+        self.half(record, 1 + i)
+    }
+
+    fn set_count(&mut self, record: usize, i: usize, value: u32) {
+        self.set_half(record, 1 + i, value);
+    }
+
+    fn sum(&self, record: usize, i: usize) -> f64 {
+        f64::from_bits(self.word(self.layout.sum(record, i)))
+    }
+
+    fn add_sum(&mut self, record: usize, i: usize, value: f64) {
+        let word = self.word_mut(self.layout.sum(record, i));
+        *word = (f64::from_bits(*word) + value).to_bits();
+    }
+
+    fn prefetch(&self, record: usize) {
+        let last = record + self.layout.stride - 1;
+        prefetch(&self.lines[record / WORDS_PER_LINE]);
+        if last / WORDS_PER_LINE != record / WORDS_PER_LINE {
+            prefetch(&self.lines[last / WORDS_PER_LINE]);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.lines.capacity() * std::mem::size_of::<Line>()
+    }
+}
+
+/// Grows `vec` to `len` items of `fill`, doubling its capacity when it
+/// must, and asks the kernel to back the new room with 2 MiB pages: the
+/// person tables are read at random, and with 4 KiB pages nearly every
+/// lookup also misses the TLB, and first touching their memory costs a
+/// fault every 4 KiB (several times dearer in a virtual machine).
+fn grow_zeroed<T: Copy>(vec: &mut Vec<T>, len: usize, fill: T) {
+    if len <= vec.len() {
+        return;
+    }
+    if len > vec.capacity() {
+        vec.reserve(len.max(2 * vec.len()) - vec.len());
+        advise_huge_pages(vec.spare_capacity_mut());
+    }
+    vec.resize(len, fill);
+}
+
+/// Advice only: results never depend on it.
+fn advise_huge_pages<T>(room: &mut [std::mem::MaybeUninit<T>]) {
+    const HUGE_PAGE: usize = 2 << 20;
+    let bytes = std::mem::size_of_val(room);
+    if bytes < 2 * HUGE_PAGE {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = room.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(PAGE);
+        let length = (start + bytes - aligned) / PAGE * PAGE;
+        // SAFETY: the range lies inside the vector's own allocation, and
+        // MADV_HUGEPAGE changes how its pages are backed, never their
+        // contents.
+        unsafe {
+            libc::madvise(aligned as *mut libc::c_void, length, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+/// A person id of the events that predate numbers: a canonical UUID by
+/// its 128 bits (16 bytes instead of 36), any other text as itself, so
+/// that two different ids never share a person.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum IdKey {
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+impl IdKey {
+    fn new(text: &str) -> IdKey {
+        match uuid_key(text.as_bytes()) {
+            Some(key) => IdKey::Uuid(key),
+            None => IdKey::Text(text.into()),
+        }
+    }
+}
+
+/// Where a shard finds a person's record.
+enum Index {
+    /// By person number: the shard's numbers divided by [`SHARDS`] index
+    /// the record's position plus one (0: not exposed). Numbers are dense
+    /// (given in order, never reused), so this is 4 bytes a person and a
+    /// lookup is one load.
+    Numbers(Vec<u32>),
+    /// By person id, for events that predate numbers.
+    Ids(HashMap<IdKey, u32>),
+}
+
+/// One shard of the exposed persons.
 struct Shard {
-    uuids: UuidTable,
-    others: std::collections::HashMap<Box<str>, Person>,
-    /// Per person (by slot), its counters and its sums.
-    counts: Vec<u32>,
-    sums: Vec<f64>,
+    index: Index,
+    records: Records,
     /// Bytes reserved for this shard.
     reserved: usize,
 }
 
 impl Shard {
-    fn new(hash: FoldHash) -> Shard {
+    fn new(keys: PersonKeys, layout: Layout) -> Shard {
         Shard {
-            uuids: UuidTable::new(hash),
-            others: Default::default(),
-            counts: Vec::new(),
-            sums: Vec::new(),
+            index: match keys {
+                PersonKeys::Numbers => Index::Numbers(Vec::new()),
+                PersonKeys::Ids => Index::Ids(HashMap::new()),
+            },
+            records: Records::new(layout),
             reserved: 0,
         }
     }
 
-    fn persons(&self) -> usize {
-        self.uuids.len + self.others.len()
-    }
-
     fn bytes(&self) -> usize {
-        let entry = std::mem::size_of::<Box<str>>() + std::mem::size_of::<Person>() + 1;
-        self.uuids.bytes()
-            + self.others.capacity() * entry
-            + self.others.keys().map(|k| k.len()).sum::<usize>()
-            + self.counts.capacity() * 4
-            + self.sums.capacity() * 8
+        let index = match &self.index {
+            Index::Numbers(slots) => slots.capacity() * 4,
+            Index::Ids(ids) => {
+                let text: usize = ids
+                    .keys()
+                    .map(|key| match key {
+                        IdKey::Uuid(_) => 0,
+                        IdKey::Text(text) => text.len(),
+                    })
+                    .sum();
+                ids.capacity() * (std::mem::size_of::<(IdKey, u32)>() + 1) + text
+            }
+        };
+        index + self.records.bytes()
     }
 
-    /// Numbers the persons in the order [`Shard::each_person`] visits
-    /// them, so that summing over persons reads the accumulators in order.
-    fn renumber(&mut self) {
-        let mut slot = 0;
-        for entry in self.uuids.entries.iter_mut().filter(|e| e.slot != 0) {
-            slot += 1;
-            entry.slot = slot;
+    /// The record of a shard-local person number, if exposed.
+    fn numbered(&self, local: usize) -> Option<usize> {
+        let Index::Numbers(slots) = &self.index else {
+            unreachable!("numbers are routed only to shards indexed by number")
+        };
+        let slot = *slots.get(local)?;
+        (slot != 0).then(|| (slot as usize - 1) * self.records.layout.stride)
+    }
+
+    /// The record of a shard-local person number, added when new.
+    fn numbered_or_new(&mut self, local: usize) -> usize {
+        let Index::Numbers(slots) = &mut self.index else {
+            unreachable!("numbers are routed only to shards indexed by number")
+        };
+        grow_zeroed(slots, local + 1, 0);
+        match slots[local] {
+            0 => {
+                let record = self.records.push();
+                slots[local] = self.records.len as u32;
+                record
+            }
+            slot => (slot as usize - 1) * self.records.layout.stride,
         }
-        for person in self.others.values_mut() {
-            person.slot = slot;
-            slot += 1;
+    }
+
+    /// Prefetches the index entry of a shard-local person number.
+    fn prefetch_index(&self, local: usize) {
+        if let Index::Numbers(slots) = &self.index
+            && let Some(slot) = slots.get(local)
+        {
+            prefetch(slot);
         }
     }
 
-    /// Every person's variants and slot.
-    fn each_person(&self) -> impl Iterator<Item = Person> + '_ {
-        let uuids = self
-            .uuids
-            .entries
-            .iter()
-            .filter(|e| e.slot != 0)
-            .map(|e| Person {
-                first: e.first,
-                slot: e.slot - 1,
-                variant_min: e.variant_min,
-                variant_max: e.variant_max,
-            });
-        uuids.chain(self.others.values().copied())
+    fn identified(&self, id: &str) -> Option<usize> {
+        let Index::Ids(ids) = &self.index else {
+            unreachable!("ids are routed only to shards indexed by id")
+        };
+        let slot = *ids.get(&IdKey::new(id))?;
+        Some(slot as usize * self.records.layout.stride)
     }
 
-    fn expose_uuid(&mut self, key: u128, hash: u64, at: i64, variant: u16) {
-        let slot = self.persons() as u32 + 1;
-        let entry = self.uuids.entry(key, hash, || Entry {
-            key,
-            first: at,
-            slot,
-            variant_min: variant,
-            variant_max: variant,
+    fn identified_or_new(&mut self, id: &str) -> usize {
+        let Index::Ids(ids) = &mut self.index else {
+            unreachable!("ids are routed only to shards indexed by id")
+        };
+        let stride = self.records.layout.stride;
+        let records = &mut self.records;
+        let slot = *ids.entry(IdKey::new(id)).or_insert_with(|| {
+            let record = records.push();
+            (record / stride) as u32
         });
-        entry.first = entry.first.min(at);
-        entry.variant_min = entry.variant_min.min(variant);
-        entry.variant_max = entry.variant_max.max(variant);
+        slot as usize * stride
+    }
+}
+
+/// How one query names its persons: by `person_num`, or by `person_id`
+/// when some of its events predate numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonKeys {
+    Numbers,
+    Ids,
+}
+
+/// One exposed person's variants and accumulators, for [`Persons::fold`].
+pub struct Person<'a> {
+    records: &'a Records,
+    record: usize,
+}
+
+impl Person<'_> {
+    /// The smallest and largest variant the person was served.
+    pub fn variants(&self) -> (u16, u16) {
+        self.records
+            .variants(self.record)
+            .expect("every record is of an exposed person")
     }
 
-    fn expose_other(&mut self, key: &str, at: i64, variant: u16) {
-        let slot = self.persons() as u32;
-        let person = self.others.entry(key.into()).or_insert(Person {
-            first: at,
-            slot,
-            variant_min: variant,
-            variant_max: variant,
-        });
-        person.first = person.first.min(at);
-        person.variant_min = person.variant_min.min(variant);
-        person.variant_max = person.variant_max.max(variant);
+    pub fn count(&self, i: usize) -> u32 {
+        self.records.count(self.record, i)
+    }
+
+    pub fn sum(&self, i: usize) -> f64 {
+        self.records.sum(self.record, i)
     }
 }
 
 /// The exposed persons of one query.
 pub struct Persons {
     shards: Vec<Mutex<Shard>>,
-    hash: FoldHash,
-    other_hash: RandomState,
+    keys: PersonKeys,
+    id_hash: RandomState,
     reservation: MemoryReservation,
     deadline: Instant,
     /// Accumulators created, to start each at another shard.
@@ -352,14 +481,22 @@ impl std::fmt::Debug for Persons {
 }
 
 impl Persons {
-    pub fn new(reservation: MemoryReservation, deadline: Instant) -> Persons {
-        let hash = FoldHash::new();
+    /// An empty table of persons named by `keys`, each with `counts`
+    /// counters and `sums` sums.
+    pub fn new(
+        keys: PersonKeys,
+        counts: usize,
+        sums: usize,
+        reservation: MemoryReservation,
+        deadline: Instant,
+    ) -> Persons {
+        let layout = Layout::new(counts, sums);
         Persons {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard::new(hash.clone())))
+                .map(|_| Mutex::new(Shard::new(keys, layout)))
                 .collect(),
-            hash,
-            other_hash: RandomState::new(),
+            keys,
+            id_hash: RandomState::new(),
             reservation,
             deadline,
             accumulators: AtomicUsize::new(0),
@@ -373,17 +510,25 @@ impl Persons {
         Ok(())
     }
 
-    /// The shard of a hash: not the bits the shard's table uses (the
-    /// lowest).
-    fn shard_of(hash: u64) -> usize {
-        (hash >> 40) as usize & (SHARDS - 1)
-    }
-
     fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard> {
         // A panic elsewhere fails the query; the data is not reused.
         self.shards[shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reserves, before `shard`'s index of numbers grows to hold `local`,
+    /// the bytes it will take, so that a wild number fails the query
+    /// instead of the process.
+    fn reserve_index(&self, shard: &mut Shard, local: usize) -> Result<()> {
+        if let Index::Numbers(slots) = &shard.index
+            && local >= slots.capacity()
+        {
+            let grown = ((local + 1).max(2 * slots.len()) - slots.capacity()) * 4;
+            self.reservation.try_grow(grown)?;
+            shard.reserved += grown;
+        }
+        Ok(())
     }
 
     /// Reserves what `shard` holds beyond what it had reserved.
@@ -396,30 +541,13 @@ impl Persons {
         Ok(())
     }
 
-    /// Sizes every person's metric accumulators: `counts` counters and
-    /// `sums` sums each, zeroed.
-    pub fn prepare_metrics(&self, counts: usize, sums: usize) -> Result<()> {
-        for shard in 0..SHARDS {
-            let mut shard = self.lock(shard);
-            shard.renumber();
-            let persons = shard.persons();
-            shard.counts = vec![0; persons * counts];
-            shard.sums = vec![0.0; persons * sums];
-            self.account(&mut shard)?;
-        }
-        Ok(())
-    }
-
-    /// Calls `f` with every person's smallest and largest variant and
-    /// metric accumulators, on up to `threads` threads (each with its own
-    /// `T`), and returns each thread's `T`.
+    /// Calls `f` with every exposed person, on up to `threads` threads
+    /// (each with its own `T`), and returns each thread's `T`.
     pub fn fold<T: Send>(
         &self,
         threads: usize,
-        counts: usize,
-        sums: usize,
         init: impl Fn() -> T + Sync,
-        f: impl Fn(&mut T, u16, u16, &[u32], &[f64]) + Sync,
+        f: impl Fn(&mut T, Person<'_>) + Sync,
     ) -> Vec<T> {
         let threads = threads.clamp(1, SHARDS);
         let (init, f) = (&init, &f);
@@ -430,15 +558,9 @@ impl Persons {
                         let mut state = init();
                         for shard in (t..SHARDS).step_by(threads) {
                             let shard = self.lock(shard);
-                            for person in shard.each_person() {
-                                let slot = person.slot as usize;
-                                f(
-                                    &mut state,
-                                    person.variant_min,
-                                    person.variant_max,
-                                    &shard.counts[slot * counts..(slot + 1) * counts],
-                                    &shard.sums[slot * sums..(slot + 1) * sums],
-                                );
+                            for record in shard.records.each() {
+                                let records = &shard.records;
+                                f(&mut state, Person { records, record });
                             }
                         }
                         state
@@ -453,21 +575,21 @@ impl Persons {
     }
 }
 
-/// A row whose person id is a UUID: its key, the key's hash and the row.
+/// A routed row: its position in the batch, and its person number
+/// divided by [`SHARDS`] (0 for persons named by id).
 #[derive(Clone, Copy)]
 struct Routed {
-    key: u128,
-    hash: u64,
     row: u32,
+    local: u64,
 }
 
-/// How many rows ahead lookups prefetch.
+/// How many rows ahead lookups prefetch: the index entry twice as far,
+/// the record this far.
 const AHEAD: usize = 8;
 
 /// A batch's rows grouped by the shard of their person.
 struct Router {
-    uuids: Vec<Vec<Routed>>,
-    others: Vec<Vec<u32>>,
+    shards: Vec<Vec<Routed>>,
     /// The shard this accumulator locks first.
     first: usize,
 }
@@ -475,52 +597,54 @@ struct Router {
 impl Router {
     fn new(persons: &Persons) -> Router {
         Router {
-            uuids: vec![Vec::new(); SHARDS],
-            others: vec![Vec::new(); SHARDS],
+            shards: vec![Vec::new(); SHARDS],
             first: persons.accumulators.fetch_add(1, Ordering::Relaxed) * (SHARDS / 2 + 1),
         }
     }
 
     /// Routes the rows `keep` accepts that have a person.
-    fn route(&mut self, table: &Persons, persons: &PersonColumn, keep: impl Fn(usize) -> bool) {
-        for list in &mut self.uuids {
+    fn route(
+        &mut self,
+        table: &Persons,
+        persons: &PersonColumn,
+        keep: impl Fn(usize) -> bool,
+    ) -> Result<()> {
+        for list in &mut self.shards {
             list.clear();
         }
-        for list in &mut self.others {
-            list.clear();
-        }
-        let mut keyed = |key: u128, row: usize| {
-            let hash = table.hash.key(key);
-            self.uuids[Persons::shard_of(hash)].push(Routed {
-                key,
-                hash,
-                row: row as u32,
-            });
-        };
-        let person_ids = match persons {
-            PersonColumn::Ids(ids) => ids,
-            PersonColumn::Nums(nums) => {
+        match (persons, table.keys) {
+            (PersonColumn::Nums(nums), PersonKeys::Numbers) => {
                 for row in 0..nums.len() {
                     if nums.is_valid(row) && keep(row) {
-                        keyed(nums.value(row) as u64 as u128, row);
+                        let num = nums.value(row);
+                        let num = u64::try_from(num).map_err(|_| {
+                            DataFusionError::Execution(format!("negative person_num {num}"))
+                        })?;
+                        self.shards[num as usize % SHARDS].push(Routed {
+                            row: row as u32,
+                            local: num / SHARDS as u64,
+                        });
                     }
                 }
-                return;
             }
-        };
-        for row in 0..person_ids.len() {
-            if person_ids.is_null(row) || !keep(row) {
-                continue;
-            }
-            let text = person_ids.value(row);
-            match uuid_key(text.as_bytes()) {
-                Some(key) => keyed(key, row),
-                None => {
-                    let hash = table.other_hash.hash_one(text);
-                    self.others[Persons::shard_of(hash)].push(row as u32);
+            (PersonColumn::Ids(ids), PersonKeys::Ids) => {
+                for row in 0..ids.len() {
+                    if ids.is_valid(row) && keep(row) {
+                        let hash = table.id_hash.hash_one(ids.value(row));
+                        self.shards[(hash >> 40) as usize % SHARDS].push(Routed {
+                            row: row as u32,
+                            local: 0,
+                        });
+                    }
                 }
             }
+            _ => {
+                return Err(DataFusionError::Internal(
+                    "a sink was given persons of another kind than its table's".into(),
+                ));
+            }
         }
+        Ok(())
     }
 
     /// Calls `f` on each shard with its rows, the shard locked, then
@@ -528,15 +652,15 @@ impl Router {
     fn each_shard(
         &self,
         table: &Persons,
-        mut f: impl FnMut(&mut Shard, &[Routed], &[u32]) -> Result<()>,
+        mut f: impl FnMut(&mut Shard, &[Routed]) -> Result<()>,
     ) -> Result<()> {
         for i in 0..SHARDS {
             let s = (self.first + i) % SHARDS;
-            if self.uuids[s].is_empty() && self.others[s].is_empty() {
+            if self.shards[s].is_empty() {
                 continue;
             }
             let mut shard = table.lock(s);
-            f(&mut shard, &self.uuids[s], &self.others[s])?;
+            f(&mut shard, &self.shards[s])?;
             table.account(&mut shard)?;
         }
         Ok(())
@@ -562,14 +686,6 @@ impl PersonColumn {
             DataType::Int64 => PersonColumn::Nums(array.as_primitive::<Int64Type>().clone()),
             _ => PersonColumn::Ids(utf8(array)?),
         })
-    }
-
-    /// The id of a row routed to the map of other ids.
-    fn id(&self, row: usize) -> &str {
-        match self {
-            PersonColumn::Ids(ids) => ids.value(row),
-            PersonColumn::Nums(_) => unreachable!("numbers are never routed as other ids"),
-        }
     }
 }
 
@@ -820,7 +936,21 @@ impl ExposureRule {
     }
 }
 
-/// Records each exposure row in its person's entry.
+/// Prefetches, for the row at `i` of a shard's routed rows, the index
+/// entry of the row `2 * AHEAD` on and the record of the row `AHEAD` on.
+fn prefetch_ahead(shard: &Shard, routed: &[Routed], i: usize) {
+    if let Some(far) = routed.get(i + 2 * AHEAD) {
+        shard.prefetch_index(far.local as usize);
+    }
+    if let Some(near) = routed.get(i + AHEAD)
+        && let Index::Numbers(_) = shard.index
+        && let Some(record) = shard.numbered(near.local as usize)
+    {
+        shard.records.prefetch(record);
+    }
+}
+
+/// Records each exposure row in its person's record.
 fn expose(
     persons: &Persons,
     rule: &ExposureRule,
@@ -833,20 +963,20 @@ fn expose(
     let variants = rule.variants(&properties)?;
     router.route(persons, &person_column, |row| {
         variants[row].is_some() && micros.is_valid(row)
-    });
-    router.each_shard(persons, |shard, uuids, others| {
-        for (i, routed) in uuids.iter().enumerate() {
-            if let Some(ahead) = uuids.get(i + AHEAD) {
-                shard.uuids.prefetch(ahead.hash);
-            }
-            let row = routed.row as usize;
+    })?;
+    router.each_shard(persons, |shard, routed| {
+        for (i, r) in routed.iter().enumerate() {
+            prefetch_ahead(shard, routed, i);
+            let row = r.row as usize;
+            let record = match &person_column {
+                PersonColumn::Nums(_) => {
+                    persons.reserve_index(shard, r.local as usize)?;
+                    shard.numbered_or_new(r.local as usize)
+                }
+                PersonColumn::Ids(ids) => shard.identified_or_new(ids.value(row)),
+            };
             let variant = variants[row].expect("routed rows have a variant");
-            shard.expose_uuid(routed.key, routed.hash, micros.value(row), variant);
-        }
-        for &row in others {
-            let row = row as usize;
-            let variant = variants[row].expect("routed rows have a variant");
-            shard.expose_other(person_column.id(row), micros.value(row), variant);
+            shard.records.expose(record, micros.value(row), variant);
         }
         Ok(())
     })?;
@@ -888,61 +1018,45 @@ fn add_metrics(
     }
     router.route(persons, &person_column, |row| {
         codes[row].is_some() && micros.is_valid(row)
-    });
-    let (counts, sums) = (rule.counts, rule.sums);
-    // The person of each routed row: its first exposure and slot.
-    let mut found: Vec<Option<(i64, usize)>> = Vec::new();
-    router.each_shard(persons, |shard, uuids, others| {
-        found.clear();
-        for (i, routed) in uuids.iter().enumerate() {
-            if let Some(ahead) = uuids.get(i + AHEAD) {
-                shard.uuids.prefetch(ahead.hash);
-            }
-            let entry = shard.uuids.get(routed.key, routed.hash);
-            let person = entry.map(|e| (e.first, e.slot as usize - 1));
-            if let Some((_, slot)) = person {
-                if counts > 0 {
-                    prefetch(&shard.counts[slot * counts]);
-                }
-                if sums > 0 {
-                    prefetch(&shard.sums[slot * sums]);
-                }
-            }
-            found.push(person);
-        }
-        for &row in others {
-            let person = shard.others.get(person_column.id(row as usize));
-            found.push(person.map(|p| (p.first, p.slot as usize)));
-        }
-        let rows = uuids.iter().map(|r| r.row).chain(others.iter().copied());
-        for (row, person) in rows.zip(&found) {
-            let Some((first, slot)) = *person else {
+    })?;
+    let add = |records: &mut Records, record: usize, row: usize| -> Result<()> {
+        let first = records.first(record);
+        let at = micros.value(row);
+        for &(window, update) in &rule.updates[codes[row].expect("routed")] {
+            if !window.contains(first, at) {
                 continue;
+            }
+            match update {
+                Update::Flag(i) => records.set_count(record, i, 1),
+                Update::Count(i) => {
+                    let count = records.count(record, i).checked_add(1).ok_or_else(|| {
+                        DataFusionError::Execution(
+                            "a person has more than 4294967295 events of one metric".into(),
+                        )
+                    })?;
+                    records.set_count(record, i, count);
+                }
+                Update::Sum { sum, value } => {
+                    // Never null on rows of the value's event.
+                    let column = columns[value];
+                    if column.is_valid(row) {
+                        records.add_sum(record, sum, column.value(row));
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    router.each_shard(persons, |shard, routed| {
+        for (i, r) in routed.iter().enumerate() {
+            prefetch_ahead(shard, routed, i);
+            let row = r.row as usize;
+            let record = match &person_column {
+                PersonColumn::Nums(_) => shard.numbered(r.local as usize),
+                PersonColumn::Ids(ids) => shard.identified(ids.value(row)),
             };
-            let row = row as usize;
-            let at = micros.value(row);
-            for &(window, update) in &rule.updates[codes[row].expect("routed")] {
-                if !window.contains(first, at) {
-                    continue;
-                }
-                match update {
-                    Update::Flag(i) => shard.counts[slot * counts + i] = 1,
-                    Update::Count(i) => {
-                        let count = &mut shard.counts[slot * counts + i];
-                        *count = count.checked_add(1).ok_or_else(|| {
-                            DataFusionError::Execution(
-                                "a person has more than 4294967295 events of one metric".into(),
-                            )
-                        })?;
-                    }
-                    Update::Sum { sum, value } => {
-                        // Never null on rows of the value's event.
-                        let column = columns[value];
-                        if column.is_valid(row) {
-                            shard.sums[slot * sums + sum] += column.value(row);
-                        }
-                    }
-                }
+            if let Some(record) = record {
+                add(&mut shard.records, record, row)?;
             }
         }
         Ok(())
@@ -977,29 +1091,87 @@ mod tests {
         }
     }
 
+    /// Fills a shard with `n` persons through `record_of`, exposing each
+    /// three times and setting its accumulators, then checks every field
+    /// through `find`.
+    fn check_shard(
+        keys: PersonKeys,
+        counts: usize,
+        sums: usize,
+        n: usize,
+        record_of: impl Fn(&mut Shard, usize) -> usize,
+        find: impl Fn(&Shard, usize) -> Option<usize>,
+    ) {
+        let mut shard = Shard::new(keys, Layout::new(counts, sums));
+        for p in 0..n {
+            for (at, variant) in [(p as i64, 3), (p as i64 - 1, 1), (p as i64 + 1, 2)] {
+                let record = record_of(&mut shard, p);
+                shard.records.expose(record, at, variant);
+            }
+            let record = find(&shard, p).unwrap();
+            for i in 0..counts {
+                shard.records.set_count(record, i, (p + i) as u32);
+            }
+            for i in 0..sums {
+                shard.records.add_sum(record, i, p as f64 + i as f64 / 2.0);
+            }
+        }
+        assert_eq!(shard.records.len, n);
+        for p in 0..n {
+            let record = find(&shard, p).unwrap();
+            let records = &shard.records;
+            assert_eq!(records.first(record), p as i64 - 1);
+            assert_eq!(records.variants(record), Some((1, 3)));
+            for i in 0..counts {
+                assert_eq!(records.count(record, i), (p + i) as u32);
+            }
+            for i in 0..sums {
+                assert_eq!(records.sum(record, i), p as f64 + i as f64 / 2.0);
+            }
+        }
+    }
+
     #[test]
-    fn the_uuid_table_finds_every_key_across_growth() {
-        let hash = FoldHash::new();
-        let mut table = UuidTable::new(hash.clone());
-        // Keys sharing their low bits, and the zero key.
-        let keys: Vec<u128> = (0..5_000u128).map(|i| i << 64).collect();
-        for (n, &key) in keys.iter().enumerate() {
-            let h = hash.key(key);
-            table.entry(key, h, || Entry {
-                key,
-                first: n as i64,
-                slot: n as u32 + 1,
-                variant_min: 0,
-                variant_max: 0,
-            });
-            table.entry(key, h, || unreachable!("present")).first -= 1;
+    fn shards_keep_every_persons_fields_across_growth() {
+        // One line a record, no accumulators, and records over a line.
+        for (counts, sums) in [(7, 2), (0, 0), (3, 8)] {
+            // Sparse numbers, so that the index has holes.
+            check_shard(
+                PersonKeys::Numbers,
+                counts,
+                sums,
+                5_000,
+                |shard, p| shard.numbered_or_new(3 * p),
+                |shard, p| shard.numbered(3 * p),
+            );
+            // UUIDs and other texts.
+            let id = |p: usize| match p % 2 {
+                0 => format!("{:08x}-0000-0000-0000-{:012x}", p, p),
+                _ => format!("user-{p}"),
+            };
+            check_shard(
+                PersonKeys::Ids,
+                counts,
+                sums,
+                5_000,
+                |shard, p| shard.identified_or_new(&id(p)),
+                |shard, p| shard.identified(&id(p)),
+            );
         }
-        assert_eq!(table.len, keys.len());
-        for (n, &key) in keys.iter().enumerate() {
-            let entry = table.get(key, hash.key(key)).unwrap();
-            assert_eq!((entry.first, entry.slot), (n as i64 - 1, n as u32 + 1));
-        }
-        assert!(table.get(1, hash.key(1)).is_none());
+        let mut shard = Shard::new(PersonKeys::Numbers, Layout::new(1, 1));
+        shard.numbered_or_new(10);
+        assert_eq!(shard.numbered(9), None);
+        assert_eq!(shard.numbered(11), None);
+        assert_eq!(shard.numbered(1_000_000), None);
+    }
+
+    #[test]
+    fn records_no_wider_than_a_line_never_straddle_two() {
+        assert_eq!(Layout::new(7, 2).stride, 8);
+        assert_eq!(Layout::new(1, 1).stride, 4);
+        assert_eq!(Layout::new(0, 0).stride, 2);
+        assert_eq!(Layout::new(3, 8).stride, 11);
+        assert_eq!(std::mem::align_of::<Line>(), 64);
     }
 
     #[test]

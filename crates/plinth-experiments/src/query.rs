@@ -46,7 +46,8 @@ use plinth_engine::{Engine, QueryError};
 
 use crate::definition::{Component, Experiment, Measure, MetricKind};
 use crate::persons::{
-    ExposureRule, MetricRule, PastDeadline, Persons, Update, Window, exposures_udaf, metrics_udaf,
+    ExposureRule, MetricRule, PastDeadline, PersonKeys, Persons, Update, Window, exposures_udaf,
+    metrics_udaf,
 };
 
 /// When, relative to a person's first exposure, a quantity is measured.
@@ -209,23 +210,6 @@ impl QueryPlan {
         let deadline = Instant::now() + limits.time;
         let ctx = engine.session(None).await?;
         let classify = |error: DataFusionError| classify(engine, error);
-        let reservation =
-            MemoryConsumer::new("experiment persons").register(&ctx.runtime_env().memory_pool);
-        let persons = Arc::new(Persons::new(reservation, deadline));
-        let definition = &experiment.definition;
-        let exposure = &definition.exposure;
-        ctx.register_udaf(exposures_udaf(
-            persons.clone(),
-            ExposureRule {
-                flag_property: exposure.flag_property.clone(),
-                variant_property: exposure.variant_property.clone(),
-                flag: definition.flag.clone(),
-                variants: definition.variants.clone(),
-                json_as_text: ctx.udf("json_as_text").map_err(classify)?,
-            },
-        ));
-        ctx.register_udaf(metrics_udaf(persons.clone(), self.metric_rule.clone()));
-
         // Numbers unless some scanned events predate them (nulls are
         // pruned by the files' statistics, so this reads next to nothing).
         let unnumbered = ctx
@@ -239,11 +223,35 @@ impl QueryPlan {
             .first()
             .and_then(|batch| batch.column(0).as_primitive_opt::<Int64Type>())
             .map_or(0, |counts| counts.value(0));
-        let person = if unnumbered == 0 {
-            "person_num"
+        let (keys, person) = if unnumbered == 0 {
+            (PersonKeys::Numbers, "person_num")
         } else {
-            "person_id"
+            (PersonKeys::Ids, "person_id")
         };
+        let reservation =
+            MemoryConsumer::new("experiment persons").register(&ctx.runtime_env().memory_pool);
+        let rule = &self.metric_rule;
+        let persons = Arc::new(Persons::new(
+            keys,
+            rule.counts,
+            rule.sums,
+            reservation,
+            deadline,
+        ));
+        let definition = &experiment.definition;
+        let exposure = &definition.exposure;
+        ctx.register_udaf(exposures_udaf(
+            persons.clone(),
+            ExposureRule {
+                flag_property: exposure.flag_property.clone(),
+                variant_property: exposure.variant_property.clone(),
+                flag: definition.flag.clone(),
+                variants: definition.variants.clone(),
+                json_as_text: ctx.udf("json_as_text").map_err(classify)?,
+            },
+        ));
+        ctx.register_udaf(metrics_udaf(persons.clone(), rule.clone()));
+
         // Both planned first, so both read the same snapshot of the files.
         let exposures = plan(&ctx, &self.exposures_sql.replace(PERSON, person))
             .await
@@ -258,10 +266,6 @@ impl QueryPlan {
         };
         datafusion::physical_plan::collect(exposures, ctx.task_ctx())
             .await
-            .map_err(classify)?;
-        let rule = &self.metric_rule;
-        persons
-            .prepare_metrics(rule.counts, rule.sums)
             .map_err(classify)?;
         if let Some(metrics) = metrics {
             datafusion::physical_plan::collect(metrics, ctx.task_ctx())
@@ -290,33 +294,27 @@ impl QueryPlan {
             variants: vec![empty.clone(); variants],
             multiple_variant_persons: 0,
         };
-        let rule = &self.metric_rule;
-        let parts = persons.fold(
-            threads,
-            rule.counts,
-            rule.sums,
-            init,
-            |totals, variant_min, variant_max, counts, sums| {
-                if variant_min != variant_max {
-                    totals.multiple_variant_persons += 1;
-                    return;
-                }
-                let group = &mut totals.variants[variant_min as usize];
-                group.units += 1;
-                let value = |i: usize| match self.accumulators[i] {
-                    Accumulator::Count(j) => counts[j] as f64,
-                    Accumulator::Sum(j) => sums[j],
-                };
-                for i in 0..self.quantities.len() {
-                    let q = value(i);
-                    group.sums[i] += q;
-                    group.sums_of_squares[i] += q * q;
-                }
-                for (k, &(a, b)) in self.products.iter().enumerate() {
-                    group.sums_of_products[k] += value(a) * value(b);
-                }
-            },
-        );
+        let parts = persons.fold(threads, init, |totals, person| {
+            let (variant_min, variant_max) = person.variants();
+            if variant_min != variant_max {
+                totals.multiple_variant_persons += 1;
+                return;
+            }
+            let group = &mut totals.variants[variant_min as usize];
+            group.units += 1;
+            let value = |i: usize| match self.accumulators[i] {
+                Accumulator::Count(j) => person.count(j) as f64,
+                Accumulator::Sum(j) => person.sum(j),
+            };
+            for i in 0..self.quantities.len() {
+                let q = value(i);
+                group.sums[i] += q;
+                group.sums_of_squares[i] += q * q;
+            }
+            for (k, &(a, b)) in self.products.iter().enumerate() {
+                group.sums_of_products[k] += value(a) * value(b);
+            }
+        });
         let mut total = init();
         for part in parts {
             total.multiple_variant_persons += part.multiple_variant_persons;
