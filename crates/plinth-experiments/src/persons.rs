@@ -45,7 +45,7 @@ use datafusion::logical_expr::{
 use crate::flag_json;
 
 /// Shards of the person table; a power of two.
-const SHARDS: usize = 64;
+const SHARDS: usize = 16;
 
 /// The error a batch returns past the query's deadline.
 #[derive(Debug)]
@@ -117,12 +117,7 @@ fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
-/// A cache line of person records. Records no wider than a line never
-/// straddle two, so that each is a single miss.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u64; WORDS_PER_LINE]);
-
+/// 64-bit words in a cache line.
 const WORDS_PER_LINE: usize = 8;
 
 /// Where a person's fields lie in its record, in 64-bit words: its first
@@ -156,19 +151,31 @@ impl Layout {
 
     /// The word and bit shift of half `i`: 0 is the variants, 1 onwards
     /// the counters.
-    fn half(&self, record: usize, i: usize) -> (usize, u32) {
-        (record + 1 + i / 2, (i % 2) as u32 * 32)
+    fn half(i: usize) -> (usize, u32) {
+        (1 + i / 2, (i % 2) as u32 * 32)
     }
 
-    fn sum(&self, record: usize, i: usize) -> usize {
-        record + 1 + Layout::halves_words(self.counts) + i
+    fn sum(&self, i: usize) -> usize {
+        1 + Layout::halves_words(self.counts) + i
     }
 }
 
-/// Person records laid out by a [`Layout`], in the order persons were
-/// first exposed, each named by its first word.
+/// Records in the first segment; a power of two.
+const FIRST_SEGMENT: usize = 256;
+
+/// One allocation of records, never moved or grown: its words start at a
+/// cache line.
+struct Segment {
+    words: Vec<u64>,
+    start: usize,
+}
+
+/// Person records laid out by a [`Layout`], numbered in the order persons
+/// were first exposed. They live in segments of doubling size, so that
+/// growing never copies a record and memory is first touched by the
+/// records that use it.
 struct Records {
-    lines: Vec<Line>,
+    segments: Vec<Segment>,
     layout: Layout,
     len: usize,
 }
@@ -176,107 +183,121 @@ struct Records {
 impl Records {
     fn new(layout: Layout) -> Records {
         Records {
-            lines: Vec::new(),
+            segments: Vec::new(),
             layout,
             len: 0,
         }
     }
 
-    /// Adds an empty record and returns it.
+    /// The segment of record `n` and its position there: segment `s`
+    /// holds `FIRST_SEGMENT << s` records.
+    fn locate(n: usize) -> (usize, usize) {
+        let shifted = n + FIRST_SEGMENT;
+        let segment = shifted.ilog2() - FIRST_SEGMENT.ilog2();
+        (segment as usize, shifted - (FIRST_SEGMENT << segment))
+    }
+
+    /// Adds an empty record and returns its number.
     fn push(&mut self) -> usize {
-        let record = self.len * self.layout.stride;
+        let (segment, _) = Records::locate(self.len);
+        if segment == self.segments.len() {
+            let words = (FIRST_SEGMENT << segment) * self.layout.stride;
+            // Zeroed by the allocator: fresh pages, touched only when used.
+            let mut segment = vec![0u64; words + WORDS_PER_LINE - 1];
+            advise_huge_pages(&mut segment);
+            let start = segment.as_ptr().align_offset(WORDS_PER_LINE * 8);
+            self.segments.push(Segment {
+                words: segment,
+                start,
+            });
+        }
         self.len += 1;
-        let lines = (self.len * self.layout.stride).div_ceil(WORDS_PER_LINE);
-        grow_zeroed(&mut self.lines, lines, Line([0; WORDS_PER_LINE]));
-        record
+        // Written before it is read: a read would first map the shared
+        // zero page, and the write after it would cost a second fault and
+        // a TLB flush on every core.
+        self.get_mut(self.len - 1)[0] = 0;
+        self.len - 1
     }
 
-    fn each(&self) -> impl Iterator<Item = usize> + use<> {
-        (0..self.len).map({
-            let stride = self.layout.stride;
-            move |i| i * stride
-        })
+    fn get(&self, n: usize) -> &[u64] {
+        let (segment, i) = Records::locate(n);
+        let segment = &self.segments[segment];
+        let at = segment.start + i * self.layout.stride;
+        &segment.words[at..at + self.layout.stride]
     }
 
-    fn word(&self, w: usize) -> u64 {
-        self.lines[w / WORDS_PER_LINE].0[w % WORDS_PER_LINE]
-    }
-
-    fn word_mut(&mut self, w: usize) -> &mut u64 {
-        &mut self.lines[w / WORDS_PER_LINE].0[w % WORDS_PER_LINE]
-    }
-
-    fn half(&self, record: usize, i: usize) -> u32 {
-        let (w, shift) = self.layout.half(record, i);
-        (self.word(w) >> shift) as u32
-    }
-
-    fn set_half(&mut self, record: usize, i: usize, value: u32) {
-        let (w, shift) = self.layout.half(record, i);
-        let word = self.word_mut(w);
-        *word = (*word & !(0xffff_ffff << shift)) | (value as u64) << shift;
+    fn get_mut(&mut self, n: usize) -> &mut [u64] {
+        let (segment, i) = Records::locate(n);
+        let segment = &mut self.segments[segment];
+        let at = segment.start + i * self.layout.stride;
+        &mut segment.words[at..at + self.layout.stride]
     }
 
     /// The smallest and largest variant served, or `None` for an empty
     /// record. Kept as smallest plus one, so that the half is never zero.
-    fn variants(&self, record: usize) -> Option<(u16, u16)> {
-        let half = self.half(record, 0);
+    fn variants(&self, n: usize) -> Option<(u16, u16)> {
+        let half = self.half(n, 0);
         (half != 0).then(|| ((half & 0xffff) as u16 - 1, (half >> 16) as u16))
     }
 
-    fn first(&self, record: usize) -> i64 {
-        self.word(record) as i64
+    fn first(&self, n: usize) -> i64 {
+        self.get(n)[0] as i64
     }
 
     /// Records an exposure at `at` to `variant`.
-    fn expose(&mut self, record: usize, at: i64, variant: u16) {
-        let (first, min, max) = match self.variants(record) {
+    fn expose(&mut self, n: usize, at: i64, variant: u16) {
+        let (first, min, max) = match self.variants(n) {
             None => (at, variant, variant),
-            Some((min, max)) => (
-                self.first(record).min(at),
-                min.min(variant),
-                max.max(variant),
-            ),
+            Some((min, max)) => (self.first(n).min(at), min.min(variant), max.max(variant)),
         };
-        *self.word_mut(record) = first as u64;
-        self.set_half(record, 0, (min as u32 + 1) | (max as u32) << 16);
+        self.get_mut(n)[0] = first as u64;
+        self.set_half(n, 0, (min as u32 + 1) | (max as u32) << 16);
     }
 
-    fn count(&self, record: usize, i: usize) -> u32 {
-        self.half(record, 1 + i)
+    fn half(&self, n: usize, i: usize) -> u32 {
+        let (w, shift) = Layout::half(i);
+        (self.get(n)[w] >> shift) as u32
     }
 
-    fn set_count(&mut self, record: usize, i: usize, value: u32) {
-        self.set_half(record, 1 + i, value);
+    fn set_half(&mut self, n: usize, i: usize, value: u32) {
+        let (w, shift) = Layout::half(i);
+        let word = &mut self.get_mut(n)[w];
+        *word = (*word & !(0xffff_ffff << shift)) | (value as u64) << shift;
     }
 
-    fn sum(&self, record: usize, i: usize) -> f64 {
-        f64::from_bits(self.word(self.layout.sum(record, i)))
+    fn count(&self, n: usize, i: usize) -> u32 {
+        self.half(n, 1 + i)
     }
 
-    fn add_sum(&mut self, record: usize, i: usize, value: f64) {
-        let word = self.word_mut(self.layout.sum(record, i));
+    fn set_count(&mut self, n: usize, i: usize, value: u32) {
+        self.set_half(n, 1 + i, value);
+    }
+
+    fn sum(&self, n: usize, i: usize) -> f64 {
+        f64::from_bits(self.get(n)[self.layout.sum(i)])
+    }
+
+    fn add_sum(&mut self, n: usize, i: usize, value: f64) {
+        let w = self.layout.sum(i);
+        let word = &mut self.get_mut(n)[w];
         *word = (f64::from_bits(*word) + value).to_bits();
     }
 
-    fn prefetch(&self, record: usize) {
-        let last = record + self.layout.stride - 1;
-        prefetch(&self.lines[record / WORDS_PER_LINE]);
-        if last / WORDS_PER_LINE != record / WORDS_PER_LINE {
-            prefetch(&self.lines[last / WORDS_PER_LINE]);
+    fn prefetch(&self, n: usize) {
+        let record = self.get(n);
+        prefetch(&record[0]);
+        if self.layout.stride > WORDS_PER_LINE {
+            prefetch(&record[self.layout.stride - 1]);
         }
     }
 
     fn bytes(&self) -> usize {
-        self.lines.capacity() * std::mem::size_of::<Line>()
+        self.segments.iter().map(|s| s.words.capacity() * 8).sum()
     }
 }
 
 /// Grows `vec` to `len` items of `fill`, doubling its capacity when it
-/// must, and asks the kernel to back the new room with 2 MiB pages: the
-/// person tables are read at random, and with 4 KiB pages nearly every
-/// lookup also misses the TLB, and first touching their memory costs a
-/// fault every 4 KiB (several times dearer in a virtual machine).
+/// must, and asks for 2 MiB pages for the new room.
 fn grow_zeroed<T: Copy>(vec: &mut Vec<T>, len: usize, fill: T) {
     if len <= vec.len() {
         return;
@@ -288,8 +309,12 @@ fn grow_zeroed<T: Copy>(vec: &mut Vec<T>, len: usize, fill: T) {
     vec.resize(len, fill);
 }
 
-/// Advice only: results never depend on it.
-fn advise_huge_pages<T>(room: &mut [std::mem::MaybeUninit<T>]) {
+/// Asks the kernel to back `room` with 2 MiB pages: the person tables
+/// are read at random, and with 4 KiB pages nearly every lookup also
+/// misses the TLB, and first touching their memory costs a fault every
+/// 4 KiB (several times dearer in a virtual machine). Advice only:
+/// results never depend on it.
+fn advise_huge_pages<T>(room: &mut [T]) {
     const HUGE_PAGE: usize = 2 << 20;
     let bytes = std::mem::size_of_val(room);
     if bytes < 2 * HUGE_PAGE {
@@ -382,7 +407,7 @@ impl Shard {
             unreachable!("numbers are routed only to shards indexed by number")
         };
         let slot = *slots.get(local)?;
-        (slot != 0).then(|| (slot as usize - 1) * self.records.layout.stride)
+        (slot != 0).then(|| slot as usize - 1)
     }
 
     /// The record of a shard-local person number, added when new.
@@ -397,7 +422,7 @@ impl Shard {
                 slots[local] = self.records.len as u32;
                 record
             }
-            slot => (slot as usize - 1) * self.records.layout.stride,
+            slot => slot as usize - 1,
         }
     }
 
@@ -414,21 +439,16 @@ impl Shard {
         let Index::Ids(ids) = &self.index else {
             unreachable!("ids are routed only to shards indexed by id")
         };
-        let slot = *ids.get(&IdKey::new(id))?;
-        Some(slot as usize * self.records.layout.stride)
+        ids.get(&IdKey::new(id)).map(|&slot| slot as usize)
     }
 
     fn identified_or_new(&mut self, id: &str) -> usize {
         let Index::Ids(ids) = &mut self.index else {
             unreachable!("ids are routed only to shards indexed by id")
         };
-        let stride = self.records.layout.stride;
         let records = &mut self.records;
-        let slot = *ids.entry(IdKey::new(id)).or_insert_with(|| {
-            let record = records.push();
-            (record / stride) as u32
-        });
-        slot as usize * stride
+        *ids.entry(IdKey::new(id))
+            .or_insert_with(|| records.push() as u32) as usize
     }
 }
 
@@ -558,7 +578,7 @@ impl Persons {
                         let mut state = init();
                         for shard in (t..SHARDS).step_by(threads) {
                             let shard = self.lock(shard);
-                            for record in shard.records.each() {
+                            for record in 0..shard.records.len {
                                 let records = &shard.records;
                                 f(&mut state, Person { records, record });
                             }
@@ -585,7 +605,7 @@ struct Routed {
 
 /// How many rows ahead lookups prefetch: the index entry twice as far,
 /// the record this far.
-const AHEAD: usize = 8;
+const AHEAD: usize = 16;
 
 /// A batch's rows grouped by the shard of their person.
 struct Router {
@@ -1171,7 +1191,23 @@ mod tests {
         assert_eq!(Layout::new(1, 1).stride, 4);
         assert_eq!(Layout::new(0, 0).stride, 2);
         assert_eq!(Layout::new(3, 8).stride, 11);
-        assert_eq!(std::mem::align_of::<Line>(), 64);
+        let mut records = Records::new(Layout::new(7, 2));
+        for n in 0..3 * FIRST_SEGMENT {
+            assert_eq!(records.push(), n);
+            assert_eq!(records.get(n).as_ptr() as usize % 64, 0);
+        }
+    }
+
+    #[test]
+    fn segments_double_and_hold_consecutive_records() {
+        assert_eq!(Records::locate(0), (0, 0));
+        assert_eq!(Records::locate(FIRST_SEGMENT - 1), (0, FIRST_SEGMENT - 1));
+        assert_eq!(Records::locate(FIRST_SEGMENT), (1, 0));
+        assert_eq!(
+            Records::locate(3 * FIRST_SEGMENT - 1),
+            (1, 2 * FIRST_SEGMENT - 1)
+        );
+        assert_eq!(Records::locate(3 * FIRST_SEGMENT), (2, 0));
     }
 
     #[test]
