@@ -127,7 +127,10 @@ pub fn events_spec() -> TableSpec {
         name: "events",
         schema: schema::events(),
         partition_column: Some("timestamp"),
-        sort_columns: &["event", "person_id", "timestamp"],
+        // Person numbers, not ids: comparing 8 bytes sorts faster than 36,
+        // numbers within an event compress to small deltas, and scans that
+        // feed per-person state (experiment results) visit it in order.
+        sort_columns: &["event", "person_num", "timestamp"],
     }
 }
 
