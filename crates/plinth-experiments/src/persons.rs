@@ -215,76 +215,35 @@ impl Records {
         // Written before it is read: a read would first map the shared
         // zero page, and the write after it would cost a second fault and
         // a TLB flush on every core.
-        self.get_mut(self.len - 1)[0] = 0;
+        self.get_mut(self.len - 1).words[0] = 0;
         self.len - 1
     }
 
-    fn get(&self, n: usize) -> &[u64] {
+    /// The segment of record `n` and the range of its words there.
+    fn place(&self, n: usize) -> (usize, std::ops::Range<usize>) {
         let (segment, i) = Records::locate(n);
-        let segment = &self.segments[segment];
-        let at = segment.start + i * self.layout.stride;
-        &segment.words[at..at + self.layout.stride]
+        let at = self.segments[segment].start + i * self.layout.stride;
+        (segment, at..at + self.layout.stride)
     }
 
-    fn get_mut(&mut self, n: usize) -> &mut [u64] {
-        let (segment, i) = Records::locate(n);
-        let segment = &mut self.segments[segment];
-        let at = segment.start + i * self.layout.stride;
-        &mut segment.words[at..at + self.layout.stride]
+    fn get(&self, n: usize) -> Record<'_> {
+        let (segment, words) = self.place(n);
+        Record {
+            words: &self.segments[segment].words[words],
+            layout: self.layout,
+        }
     }
 
-    /// The smallest and largest variant served, or `None` for an empty
-    /// record. Kept as smallest plus one, so that the half is never zero.
-    fn variants(&self, n: usize) -> Option<(u16, u16)> {
-        let half = self.half(n, 0);
-        (half != 0).then(|| ((half & 0xffff) as u16 - 1, (half >> 16) as u16))
-    }
-
-    fn first(&self, n: usize) -> i64 {
-        self.get(n)[0] as i64
-    }
-
-    /// Records an exposure at `at` to `variant`.
-    fn expose(&mut self, n: usize, at: i64, variant: u16) {
-        let (first, min, max) = match self.variants(n) {
-            None => (at, variant, variant),
-            Some((min, max)) => (self.first(n).min(at), min.min(variant), max.max(variant)),
-        };
-        self.get_mut(n)[0] = first as u64;
-        self.set_half(n, 0, (min as u32 + 1) | (max as u32) << 16);
-    }
-
-    fn half(&self, n: usize, i: usize) -> u32 {
-        let (w, shift) = Layout::half(i);
-        (self.get(n)[w] >> shift) as u32
-    }
-
-    fn set_half(&mut self, n: usize, i: usize, value: u32) {
-        let (w, shift) = Layout::half(i);
-        let word = &mut self.get_mut(n)[w];
-        *word = (*word & !(0xffff_ffff << shift)) | (value as u64) << shift;
-    }
-
-    fn count(&self, n: usize, i: usize) -> u32 {
-        self.half(n, 1 + i)
-    }
-
-    fn set_count(&mut self, n: usize, i: usize, value: u32) {
-        self.set_half(n, 1 + i, value);
-    }
-
-    fn sum(&self, n: usize, i: usize) -> f64 {
-        f64::from_bits(self.get(n)[self.layout.sum(i)])
-    }
-
-    fn add_sum(&mut self, n: usize, i: usize, value: f64) {
-        let w = self.layout.sum(i);
-        let word = &mut self.get_mut(n)[w];
-        *word = (f64::from_bits(*word) + value).to_bits();
+    fn get_mut(&mut self, n: usize) -> RecordMut<'_> {
+        let (segment, words) = self.place(n);
+        RecordMut {
+            words: &mut self.segments[segment].words[words],
+            layout: self.layout,
+        }
     }
 
     fn prefetch(&self, n: usize) {
-        let record = self.get(n);
+        let record = self.get(n).words;
         prefetch(&record[0]);
         if self.layout.stride > WORDS_PER_LINE {
             prefetch(&record[self.layout.stride - 1]);
@@ -293,6 +252,80 @@ impl Records {
 
     fn bytes(&self) -> usize {
         self.segments.iter().map(|s| s.words.capacity() * 8).sum()
+    }
+}
+
+/// One person's record, read from its words, which a [`Layout`] places.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    words: &'a [u64],
+    layout: Layout,
+}
+
+impl Record<'_> {
+    /// The smallest and largest variant served, or `None` for an empty
+    /// record. Kept as smallest plus one, so that the half is never zero.
+    fn variants(self) -> Option<(u16, u16)> {
+        let half = self.half(0);
+        (half != 0).then(|| ((half & 0xffff) as u16 - 1, (half >> 16) as u16))
+    }
+
+    fn first(self) -> i64 {
+        self.words[0] as i64
+    }
+
+    fn half(self, i: usize) -> u32 {
+        let (w, shift) = Layout::half(i);
+        (self.words[w] >> shift) as u32
+    }
+
+    fn count(self, i: usize) -> u32 {
+        self.half(1 + i)
+    }
+
+    fn sum(self, i: usize) -> f64 {
+        f64::from_bits(self.words[self.layout.sum(i)])
+    }
+}
+
+/// One person's record, to update.
+struct RecordMut<'a> {
+    words: &'a mut [u64],
+    layout: Layout,
+}
+
+impl RecordMut<'_> {
+    fn get(&self) -> Record<'_> {
+        Record {
+            words: self.words,
+            layout: self.layout,
+        }
+    }
+
+    /// Records an exposure at `at` to `variant`.
+    fn expose(&mut self, at: i64, variant: u16) {
+        let record = self.get();
+        let (first, min, max) = match record.variants() {
+            None => (at, variant, variant),
+            Some((min, max)) => (record.first().min(at), min.min(variant), max.max(variant)),
+        };
+        self.words[0] = first as u64;
+        self.set_half(0, (min as u32 + 1) | (max as u32) << 16);
+    }
+
+    fn set_half(&mut self, i: usize, value: u32) {
+        let (w, shift) = Layout::half(i);
+        let word = &mut self.words[w];
+        *word = (*word & !(0xffff_ffff << shift)) | (value as u64) << shift;
+    }
+
+    fn set_count(&mut self, i: usize, value: u32) {
+        self.set_half(1 + i, value);
+    }
+
+    fn add_sum(&mut self, i: usize, value: f64) {
+        let word = &mut self.words[self.layout.sum(i)];
+        *word = (f64::from_bits(*word) + value).to_bits();
     }
 }
 
@@ -461,25 +494,22 @@ pub enum PersonKeys {
 }
 
 /// One exposed person's variants and accumulators, for [`Persons::fold`].
-pub struct Person<'a> {
-    records: &'a Records,
-    record: usize,
-}
+pub struct Person<'a>(Record<'a>);
 
 impl Person<'_> {
     /// The smallest and largest variant the person was served.
     pub fn variants(&self) -> (u16, u16) {
-        self.records
-            .variants(self.record)
+        self.0
+            .variants()
             .expect("every record is of an exposed person")
     }
 
     pub fn count(&self, i: usize) -> u32 {
-        self.records.count(self.record, i)
+        self.0.count(i)
     }
 
     pub fn sum(&self, i: usize) -> f64 {
-        self.records.sum(self.record, i)
+        self.0.sum(i)
     }
 }
 
@@ -579,8 +609,7 @@ impl Persons {
                         for shard in (t..SHARDS).step_by(threads) {
                             let shard = self.lock(shard);
                             for record in 0..shard.records.len {
-                                let records = &shard.records;
-                                f(&mut state, Person { records, record });
+                                f(&mut state, Person(shard.records.get(record)));
                             }
                         }
                         state
@@ -600,7 +629,7 @@ impl Persons {
 #[derive(Clone, Copy)]
 struct Routed {
     row: u32,
-    local: u64,
+    local: usize,
 }
 
 /// How many rows ahead lookups prefetch: the index entry twice as far,
@@ -637,12 +666,12 @@ impl Router {
                 for row in 0..nums.len() {
                     if nums.is_valid(row) && keep(row) {
                         let num = nums.value(row);
-                        let num = u64::try_from(num).map_err(|_| {
+                        let num = usize::try_from(num).map_err(|_| {
                             DataFusionError::Execution(format!("negative person_num {num}"))
                         })?;
-                        self.shards[num as usize % SHARDS].push(Routed {
+                        self.shards[num % SHARDS].push(Routed {
                             row: row as u32,
-                            local: num / SHARDS as u64,
+                            local: num / SHARDS,
                         });
                     }
                 }
@@ -960,11 +989,11 @@ impl ExposureRule {
 /// entry of the row `2 * AHEAD` on and the record of the row `AHEAD` on.
 fn prefetch_ahead(shard: &Shard, routed: &[Routed], i: usize) {
     if let Some(far) = routed.get(i + 2 * AHEAD) {
-        shard.prefetch_index(far.local as usize);
+        shard.prefetch_index(far.local);
     }
     if let Some(near) = routed.get(i + AHEAD)
         && let Index::Numbers(_) = shard.index
-        && let Some(record) = shard.numbered(near.local as usize)
+        && let Some(record) = shard.numbered(near.local)
     {
         shard.records.prefetch(record);
     }
@@ -990,13 +1019,16 @@ fn expose(
             let row = r.row as usize;
             let record = match &person_column {
                 PersonColumn::Nums(_) => {
-                    persons.reserve_index(shard, r.local as usize)?;
-                    shard.numbered_or_new(r.local as usize)
+                    persons.reserve_index(shard, r.local)?;
+                    shard.numbered_or_new(r.local)
                 }
                 PersonColumn::Ids(ids) => shard.identified_or_new(ids.value(row)),
             };
             let variant = variants[row].expect("routed rows have a variant");
-            shard.records.expose(record, micros.value(row), variant);
+            shard
+                .records
+                .get_mut(record)
+                .expose(micros.value(row), variant);
         }
         Ok(())
     })?;
@@ -1039,28 +1071,28 @@ fn add_metrics(
     router.route(persons, &person_column, |row| {
         codes[row].is_some() && micros.is_valid(row)
     })?;
-    let add = |records: &mut Records, record: usize, row: usize| -> Result<()> {
-        let first = records.first(record);
+    let add = |mut record: RecordMut<'_>, row: usize| -> Result<()> {
+        let first = record.get().first();
         let at = micros.value(row);
         for &(window, update) in &rule.updates[codes[row].expect("routed")] {
             if !window.contains(first, at) {
                 continue;
             }
             match update {
-                Update::Flag(i) => records.set_count(record, i, 1),
+                Update::Flag(i) => record.set_count(i, 1),
                 Update::Count(i) => {
-                    let count = records.count(record, i).checked_add(1).ok_or_else(|| {
+                    let count = record.get().count(i).checked_add(1).ok_or_else(|| {
                         DataFusionError::Execution(
                             "a person has more than 4294967295 events of one metric".into(),
                         )
                     })?;
-                    records.set_count(record, i, count);
+                    record.set_count(i, count);
                 }
                 Update::Sum { sum, value } => {
                     // Never null on rows of the value's event.
                     let column = columns[value];
                     if column.is_valid(row) {
-                        records.add_sum(record, sum, column.value(row));
+                        record.add_sum(sum, column.value(row));
                     }
                 }
             }
@@ -1072,11 +1104,11 @@ fn add_metrics(
             prefetch_ahead(shard, routed, i);
             let row = r.row as usize;
             let record = match &person_column {
-                PersonColumn::Nums(_) => shard.numbered(r.local as usize),
+                PersonColumn::Nums(_) => shard.numbered(r.local),
                 PersonColumn::Ids(ids) => shard.identified(ids.value(row)),
             };
             if let Some(record) = record {
-                add(&mut shard.records, record, row)?;
+                add(shard.records.get_mut(record), row)?;
             }
         }
         Ok(())
@@ -1126,27 +1158,27 @@ mod tests {
         for p in 0..n {
             for (at, variant) in [(p as i64, 3), (p as i64 - 1, 1), (p as i64 + 1, 2)] {
                 let record = record_of(&mut shard, p);
-                shard.records.expose(record, at, variant);
+                shard.records.get_mut(record).expose(at, variant);
             }
             let record = find(&shard, p).unwrap();
+            let mut record = shard.records.get_mut(record);
             for i in 0..counts {
-                shard.records.set_count(record, i, (p + i) as u32);
+                record.set_count(i, (p + i) as u32);
             }
             for i in 0..sums {
-                shard.records.add_sum(record, i, p as f64 + i as f64 / 2.0);
+                record.add_sum(i, p as f64 + i as f64 / 2.0);
             }
         }
         assert_eq!(shard.records.len, n);
         for p in 0..n {
-            let record = find(&shard, p).unwrap();
-            let records = &shard.records;
-            assert_eq!(records.first(record), p as i64 - 1);
-            assert_eq!(records.variants(record), Some((1, 3)));
+            let record = shard.records.get(find(&shard, p).unwrap());
+            assert_eq!(record.first(), p as i64 - 1);
+            assert_eq!(record.variants(), Some((1, 3)));
             for i in 0..counts {
-                assert_eq!(records.count(record, i), (p + i) as u32);
+                assert_eq!(record.count(i), (p + i) as u32);
             }
             for i in 0..sums {
-                assert_eq!(records.sum(record, i), p as f64 + i as f64 / 2.0);
+                assert_eq!(record.sum(i), p as f64 + i as f64 / 2.0);
             }
         }
     }
@@ -1194,7 +1226,7 @@ mod tests {
         let mut records = Records::new(Layout::new(7, 2));
         for n in 0..3 * FIRST_SEGMENT {
             assert_eq!(records.push(), n);
-            assert_eq!(records.get(n).as_ptr() as usize % 64, 0);
+            assert_eq!(records.get(n).words.as_ptr() as usize % 64, 0);
         }
     }
 
