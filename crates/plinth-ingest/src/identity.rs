@@ -416,8 +416,7 @@ mod tests {
         assert_eq!((first.num, second.num, third.num), (0, 1, 2));
         // "c" merges into the older "a" and keeps its number; "a" records it.
         assert_eq!(ids.merge("c", "a", 4), first);
-        let reloaded = Identities::load(&[ids.to_batch().unwrap()]).unwrap();
-        let mut reloaded = reloaded;
+        let mut reloaded = Identities::load(&[ids.to_batch().unwrap()]).unwrap();
         assert_eq!(reloaded.resolve("c", 5), first);
         let person = reloaded.person(reloaded.by_distinct_id["a"]);
         assert_eq!(person.merged_person_nums, [2]);

@@ -139,12 +139,12 @@ pub fn import_file(
             let mut unsaved = None;
             for chunk in committer_chunks {
                 chunk.commit(ingestor)?;
-                unsaved = Some(chunk.checkpoint);
-                if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL
-                    && let Some(checkpoint) = unsaved.take()
-                {
-                    ingestor.save_identities_with(&checkpoint)?;
+                if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL {
+                    ingestor.save_identities_with(&chunk.checkpoint)?;
                     saved_at = std::time::Instant::now();
+                    unsaved = None;
+                } else {
+                    unsaved = Some(chunk.checkpoint);
                 }
             }
             match unsaved {
