@@ -44,6 +44,19 @@ fn events(start: i64, count: usize, day: i64) -> RecordBatch {
     .unwrap()
 }
 
+/// A new store whose `events` has `files` files of `rows` rows each.
+fn store_with_event_files(files: i64, rows: usize) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    for i in 0..files {
+        store
+            .events
+            .append(&[events(i * rows as i64, rows, today())], &BTreeMap::new())
+            .unwrap();
+    }
+    (dir, store)
+}
+
 fn today() -> i64 {
     chrono::Utc::now().timestamp_micros() / DAY
 }
@@ -82,14 +95,7 @@ fn flush_moves_buffered_rows_to_parquet_exactly_once() {
 
 #[test]
 fn compaction_merges_small_files_and_vacuum_deletes_the_old_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
-    for i in 0..5 {
-        store
-            .events
-            .append(&[events(i * 100, 100, today())], &BTreeMap::new())
-            .unwrap();
-    }
+    let (dir, store) = store_with_event_files(5, 100);
     let before = store.events.snapshot();
     let report = store.events.compact(1_000_000).unwrap();
     assert_eq!(
@@ -112,14 +118,7 @@ fn compaction_merges_small_files_and_vacuum_deletes_the_old_ones() {
 
 #[test]
 fn files_written_before_a_column_existed_read_it_as_null_and_compact() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
-    for i in 0..2 {
-        store
-            .events
-            .append(&[events(i * 10, 10, today())], &BTreeMap::new())
-            .unwrap();
-    }
+    let (dir, store) = store_with_event_files(2, 10);
     // Rewrite the first file as an earlier version wrote it: no person_num.
     let old = &store.events.snapshot().files[0];
     let table_dir = dir.path().join("tables/events");
