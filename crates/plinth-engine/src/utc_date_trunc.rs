@@ -7,9 +7,15 @@
 //! per day". In UTC both give the same instants, so this wrapper truncates a
 //! UTC value as zone-less and puts the zone back; any other zone, and every
 //! other part of the function (types, ordering, docs), is DataFusion's own.
+//!
+//! The zone is changed by relabelling the type, never by `cast`: arrow casts
+//! a zone-less timestamp to a zoned one by reading each value as local time
+//! in that zone, through chrono, which would bring back the cost this
+//! wrapper exists to avoid.
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::make_array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
@@ -18,6 +24,38 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature,
 };
+
+/// The same timestamps under another zone label (`None` for zone-less):
+/// only the type changes, the values and buffers are shared.
+fn relabel(value: &ColumnarValue, data_type: &DataType) -> Result<ColumnarValue> {
+    Ok(match value {
+        ColumnarValue::Array(array) => ColumnarValue::Array(make_array(
+            array
+                .to_data()
+                .into_builder()
+                .data_type(data_type.clone())
+                .build()?,
+        )),
+        ColumnarValue::Scalar(scalar) => {
+            let DataType::Timestamp(_, zone) = data_type else {
+                return Ok(value.clone());
+            };
+            let zone = zone.clone();
+            ColumnarValue::Scalar(match scalar.clone() {
+                ScalarValue::TimestampSecond(v, _) => ScalarValue::TimestampSecond(v, zone),
+                ScalarValue::TimestampMillisecond(v, _) => {
+                    ScalarValue::TimestampMillisecond(v, zone)
+                }
+                ScalarValue::TimestampMicrosecond(v, _) => {
+                    ScalarValue::TimestampMicrosecond(v, zone)
+                }
+                ScalarValue::TimestampNanosecond(v, _) => ScalarValue::TimestampNanosecond(v, zone),
+                ScalarValue::Null => ScalarValue::try_from(data_type)?,
+                other => other,
+            })
+        }
+    })
+}
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct UtcDateTrunc {
@@ -77,7 +115,7 @@ impl ScalarUDFImpl for UtcDateTrunc {
         };
         let zoned = args.args[1].data_type();
         let mut values = args.args;
-        values[1] = values[1].cast_to(&plain, None)?;
+        values[1] = relabel(&values[1], &plain)?;
         let mut arg_fields = args.arg_fields;
         arg_fields[1] = Arc::new(arg_fields[1].as_ref().clone().with_data_type(plain.clone()));
         let return_field = Arc::new(Field::new(
@@ -93,12 +131,7 @@ impl ScalarUDFImpl for UtcDateTrunc {
             config_options: args.config_options,
         })?;
         // Back to the caller's zone: the same instants, relabelled.
-        match truncated {
-            ColumnarValue::Scalar(ScalarValue::Null) => {
-                Ok(ColumnarValue::Scalar(ScalarValue::try_from(&zoned)?))
-            }
-            truncated => truncated.cast_to(&zoned, None),
-        }
+        relabel(&truncated, &zoned)
     }
 
     fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
