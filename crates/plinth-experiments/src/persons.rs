@@ -924,6 +924,13 @@ impl Accumulator for SinkAccumulator {
     }
 }
 
+/// How many distinct exposure texts [`ExposureRule::variants`] remembers.
+const RECENT_TEXTS: usize = 4;
+
+/// What [`flag_json`] decided of a text: its variant position, if any; or
+/// `None` when the text is left to `json_as_text`.
+type Decided = Option<Option<u16>>;
+
 impl ExposureRule {
     /// Each row's variant position, or `None` when the row is not an
     /// exposure to the flag with a declared variant.
@@ -942,13 +949,31 @@ impl ExposureRule {
         };
         let mut variants = Vec::with_capacity(properties.len());
         let mut undecided = Vec::new();
+        // Exposure texts repeat (often one per variant), so the answers for
+        // the last few distinct texts are kept: comparing a text costs far
+        // less than parsing it.
+        let mut recent: [Option<(&str, Decided)>; RECENT_TEXTS] = [None; RECENT_TEXTS];
+        let mut next_slot = 0;
         for row in 0..properties.len() {
             if properties.is_null(row) {
                 variants.push(None);
                 continue;
             }
-            match flag_json::top_level_strings(properties.value(row), keys) {
-                Some([flag, v]) => variants.push(variant(flag, v)),
+            let text = properties.value(row);
+            let known = recent
+                .iter()
+                .flatten()
+                .find(|(seen, _)| *seen == text)
+                .map(|(_, answer)| *answer);
+            let answer = known.unwrap_or_else(|| {
+                let answer =
+                    flag_json::top_level_strings(text, keys).map(|[flag, v]| variant(flag, v));
+                recent[next_slot] = Some((text, answer));
+                next_slot = (next_slot + 1) % RECENT_TEXTS;
+                answer
+            });
+            match answer {
+                Some(position) => variants.push(position),
                 None => {
                     undecided.push(row as u32);
                     variants.push(None);
@@ -1119,6 +1144,51 @@ fn add_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::execution::FunctionRegistry;
+
+    fn exposure_rule() -> ExposureRule {
+        let dir = tempfile::tempdir().unwrap();
+        let store = plinth_store::Store::open(dir.path(), plinth_store::Mode::Writer, "test");
+        let engine =
+            plinth_engine::Engine::new(Arc::new(store.unwrap()), plinth_engine::Limits::default());
+        ExposureRule {
+            flag_property: "$feature_flag".into(),
+            variant_property: "$feature_flag_response".into(),
+            flag: "f".into(),
+            variants: vec!["a".into(), "b".into()],
+            json_as_text: engine.context().unwrap().udf("json_as_text").unwrap(),
+        }
+    }
+
+    #[test]
+    fn remembered_texts_answer_as_parsing_each_row_would() {
+        let rule = exposure_rule();
+        let text = |flag: &str, variant: &str| {
+            format!(r#"{{"$feature_flag":"{flag}","$feature_flag_response":"{variant}"}}"#)
+        };
+        // More distinct texts than are remembered, repeated, an escaped
+        // variant that only json_as_text decides, other flags and variants.
+        let distinct = [
+            (Some(text("f", "a")), Some(0)),
+            (Some(text("f", "b")), Some(1)),
+            (Some(text("f", r"b")), Some(1)),
+            (Some(text("g", "a")), None),
+            (Some(text("f", "c")), None),
+            (Some(r#"{"$feature_flag":"f"}"#.to_string()), None),
+            (None, None),
+        ];
+        let mut texts = Vec::new();
+        let mut expected = Vec::new();
+        for round in 0..3 {
+            for i in 0..distinct.len() {
+                let (text, variant) = &distinct[(i * (round + 1)) % distinct.len()];
+                texts.push(text.clone());
+                expected.push(*variant);
+            }
+        }
+        let properties = StringArray::from(texts);
+        assert_eq!(rule.variants(&properties).unwrap(), expected);
+    }
 
     #[test]
     fn only_canonical_lowercase_uuids_are_keyed_by_value() {
