@@ -811,11 +811,11 @@ pub struct MetricRule {
     pub values: usize,
 }
 
-/// `plinth_experiment_metrics(person_num | person_id, event, micros, value...)`: adds
-/// each metric event of an exposed person to its accumulators; returns the
-/// rows taken.
+/// `plinth_experiment_metrics(person_num | person_id, code, micros, value...)`: adds
+/// each metric event (`code`: its position in [`MetricRule::events`]) of an
+/// exposed person to its accumulators; returns the rows taken.
 pub fn metrics_udaf(persons: Arc<Persons>, rule: MetricRule) -> AggregateUDF {
-    let mut arguments = vec![DataType::Utf8, DataType::Int64];
+    let mut arguments = vec![DataType::Int64, DataType::Int64];
     arguments.extend(std::iter::repeat_n(DataType::Float64, rule.values));
     AggregateUDF::new_from_impl(Sink {
         name: "plinth_experiment_metrics",
@@ -1068,38 +1068,25 @@ fn add_metrics(
     values: &[ArrayRef],
 ) -> Result<()> {
     let person_column = PersonColumn::new(&values[0])?;
-    let events = utf8(&values[1])?;
+    let codes = values[1].as_primitive::<Int64Type>();
     let micros = values[2].as_primitive::<Int64Type>();
     let columns: Vec<_> = values[3..]
         .iter()
         .map(|v| v.as_primitive::<Float64Type>())
         .collect();
-    // Rows come in runs of one event (the files are sorted by event).
-    let mut codes = Vec::with_capacity(events.len());
-    let mut last: Option<(&str, Option<usize>)> = None;
-    for row in 0..events.len() {
-        let code = if events.is_null(row) {
-            None
-        } else {
-            let event = events.value(row);
-            match last {
-                Some((name, code)) if name == event => code,
-                _ => {
-                    let code = rule.events.iter().position(|e| e == event);
-                    last = Some((event, code));
-                    code
-                }
-            }
-        };
-        codes.push(code);
-    }
     router.route(persons, &person_column, |row| {
-        codes[row].is_some() && micros.is_valid(row)
+        codes.is_valid(row) && micros.is_valid(row)
     })?;
     let add = |mut record: RecordMut<'_>, row: usize| -> Result<()> {
         let first = record.get().first();
         let at = micros.value(row);
-        for &(window, update) in &rule.updates[codes[row].expect("routed")] {
+        let updates = usize::try_from(codes.value(row))
+            .ok()
+            .and_then(|code| rule.updates.get(code))
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!("no metric event has code {}", codes.value(row)))
+            })?;
+        for &(window, update) in updates {
             if !window.contains(first, at) {
                 continue;
             }
