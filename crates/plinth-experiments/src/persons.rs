@@ -123,7 +123,7 @@ const WORDS_PER_LINE: usize = 8;
 /// Where a person's fields lie in its record, in 64-bit words: its first
 /// exposure (UTC microseconds), then 32-bit halves (its variants, then
 /// its counters), then its sums. A person's data is all in one place so
-/// that updating it is one cache miss.
+/// that updating it is one cache miss, or two where it crosses a line.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
     counts: usize,
@@ -133,14 +133,12 @@ struct Layout {
 impl Layout {
     fn new(counts: usize, sums: usize) -> Layout {
         let words = 1 + Layout::halves_words(counts) + sums;
+        // Packed, not widened to divide a cache line: memory is touched
+        // once per record and first touches are the costly part (see
+        // `Records::push`); the prefetch covers both ends of a record.
         Layout {
             counts,
-            // Widened to divide a line, so that no record straddles two.
-            stride: if words <= WORDS_PER_LINE {
-                words.next_power_of_two()
-            } else {
-                words
-            },
+            stride: words,
         }
     }
 
@@ -242,12 +240,31 @@ impl Records {
         }
     }
 
+    /// Every record, in order, walking the segments rather than placing
+    /// each record.
+    fn iter(&self) -> impl Iterator<Item = Record<'_>> {
+        let stride = self.layout.stride;
+        let mut left = self.len;
+        self.segments
+            .iter()
+            .enumerate()
+            .flat_map(move |(s, segment)| {
+                let here = left.min(FIRST_SEGMENT << s);
+                left -= here;
+                segment.words[segment.start..]
+                    .chunks_exact(stride)
+                    .take(here)
+            })
+            .map(move |words| Record {
+                words,
+                layout: self.layout,
+            })
+    }
+
     fn prefetch(&self, n: usize) {
         let record = self.get(n).words;
         prefetch(&record[0]);
-        if self.layout.stride > WORDS_PER_LINE {
-            prefetch(&record[self.layout.stride - 1]);
-        }
+        prefetch(&record[self.layout.stride - 1]);
     }
 
     fn bytes(&self) -> usize {
@@ -608,8 +625,8 @@ impl Persons {
                         let mut state = init();
                         for shard in (t..SHARDS).step_by(threads) {
                             let shard = self.lock(shard);
-                            for record in 0..shard.records.len {
-                                f(&mut state, Person(shard.records.get(record)));
+                            for record in shard.records.iter() {
+                                f(&mut state, Person(record));
                             }
                         }
                         state
@@ -1275,16 +1292,24 @@ mod tests {
     }
 
     #[test]
-    fn records_no_wider_than_a_line_never_straddle_two() {
-        assert_eq!(Layout::new(7, 2).stride, 8);
-        assert_eq!(Layout::new(1, 1).stride, 4);
+    fn records_are_packed_and_segments_start_at_a_line() {
+        assert_eq!(Layout::new(7, 2).stride, 7);
+        assert_eq!(Layout::new(1, 1).stride, 3);
         assert_eq!(Layout::new(0, 0).stride, 2);
         assert_eq!(Layout::new(3, 8).stride, 11);
         let mut records = Records::new(Layout::new(7, 2));
-        for n in 0..3 * FIRST_SEGMENT {
+        for n in 0..=3 * FIRST_SEGMENT {
             assert_eq!(records.push(), n);
-            assert_eq!(records.get(n).words.as_ptr() as usize % 64, 0);
         }
+        let start = |n: usize| records.get(n).words.as_ptr() as usize;
+        // Segments 0, 1 and 2 start at records 0, 256 and 768.
+        for first in [0, FIRST_SEGMENT, 3 * FIRST_SEGMENT] {
+            assert_eq!(start(first) % 64, 0);
+        }
+        assert_eq!(
+            start(FIRST_SEGMENT - 1) - start(0),
+            (FIRST_SEGMENT - 1) * 56
+        );
     }
 
     #[test]

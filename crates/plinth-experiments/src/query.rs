@@ -294,7 +294,9 @@ impl QueryPlan {
             variants: vec![empty.clone(); variants],
             multiple_variant_persons: 0,
         };
-        let parts = persons.fold(threads, init, |totals, person| {
+        // Each thread reads a person's quantities once into its own scratch.
+        let scratch = || (init(), vec![0.0; self.quantities.len()]);
+        let parts = persons.fold(threads, scratch, |(totals, values), person| {
             let (variant_min, variant_max) = person.variants();
             if variant_min != variant_max {
                 totals.multiple_variant_persons += 1;
@@ -302,21 +304,23 @@ impl QueryPlan {
             }
             let group = &mut totals.variants[variant_min as usize];
             group.units += 1;
-            let value = |i: usize| match self.accumulators[i] {
-                Accumulator::Count(j) => person.count(j) as f64,
-                Accumulator::Sum(j) => person.sum(j),
-            };
-            for i in 0..self.quantities.len() {
-                let q = value(i);
-                group.sums[i] += q;
-                group.sums_of_squares[i] += q * q;
+            for (value, accumulator) in values.iter_mut().zip(&self.accumulators) {
+                *value = match *accumulator {
+                    Accumulator::Count(j) => person.count(j) as f64,
+                    Accumulator::Sum(j) => person.sum(j),
+                };
             }
-            for (k, &(a, b)) in self.products.iter().enumerate() {
-                group.sums_of_products[k] += value(a) * value(b);
+            let sums = group.sums.iter_mut().zip(&mut group.sums_of_squares);
+            for ((sum, square), &value) in sums.zip(values.iter()) {
+                *sum += value;
+                *square += value * value;
+            }
+            for (product, &(a, b)) in group.sums_of_products.iter_mut().zip(&self.products) {
+                *product += values[a] * values[b];
             }
         });
         let mut total = init();
-        for part in parts {
+        for (part, _) in parts {
             total.multiple_variant_persons += part.multiple_variant_persons;
             for (group, part) in total.variants.iter_mut().zip(part.variants) {
                 group.units += part.units;
