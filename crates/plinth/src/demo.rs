@@ -10,6 +10,7 @@ use plinth_catalog::{Catalog, KeyKind, Role};
 use plinth_demo::{DemoConfig, DemoEvent};
 use plinth_engine::Engine;
 use plinth_experiments::{CATALOG_KIND, ExperimentDefinition};
+use plinth_ingest::import::IDENTITY_SAVE_INTERVAL;
 use plinth_ingest::{EventInput, Ingestor};
 use plinth_server::AppState;
 use plinth_store::{Mode, Store};
@@ -97,25 +98,38 @@ fn generate(store: &Arc<Store>, config: &DemoConfig) -> Result<()> {
     )?);
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
+    // `persons` is replaced whole when saved, so it is saved every
+    // IDENTITY_SAVE_INTERVAL and at the end, as `plinth import` does, not
+    // with each chunk (at 2.4M users that was 190 copies, 13 GB). A killed
+    // generation is incomplete either way: the next run reports the
+    // events it finds, and the folder is removed to generate anew.
+    let mut saved = Instant::now();
+    let mut commit = |chunk: &[EventInput], last: bool| -> Result<()> {
+        let batch = ingestor.events_batch(chunk, now())?;
+        store.events.append(&[batch], &BTreeMap::new())?;
+        if last || saved.elapsed() >= IDENTITY_SAVE_INTERVAL {
+            ingestor.save_identities()?;
+            saved = Instant::now();
+        }
+        Ok(())
+    };
     let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
     let mut total = 0u64;
     for event in plinth_demo::generate(config) {
         chunk.push(to_input(event)?);
         if chunk.len() == CHUNK_EVENTS {
             total += chunk.len() as u64;
-            ingestor.append(&chunk, now(), &BTreeMap::new())?;
+            commit(&chunk, false)?;
             chunk.clear();
             bar.set_position(total);
         }
     }
     total += chunk.len() as u64;
-    ingestor.append(&chunk, now(), &BTreeMap::new())?;
+    commit(&chunk, true)?;
     bar.set_position(total);
     bar.set_message("compacting");
     store.events.compact(4_000_000)?;
     // Nothing can have read the replaced files: this process created them.
-    // `persons` too: every commit replaced it whole (at 2.4M users, 190
-    // replaced copies took 13 GB).
     for table in store.tables() {
         table.vacuum(Duration::ZERO)?;
     }

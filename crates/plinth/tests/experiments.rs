@@ -77,6 +77,26 @@ fn demo(dir: &Path) -> String {
 fn the_demo_experiment_shows_the_planted_lift_and_agrees_with_duckdb_and_http() {
     let dir = tempfile::tempdir().unwrap();
     let data = demo(dir.path());
+    // The generator saves `persons` now and then and at its end: every
+    // person with events is in it, once.
+    let persons = run_ok(&[
+        "sql",
+        "--data",
+        &data,
+        "--format",
+        "csv",
+        "SELECT (SELECT count(DISTINCT person_id) FROM events), count(*), count(DISTINCT person_id) \
+         FROM persons WHERE person_id IN (SELECT person_id FROM events)",
+    ]);
+    let counts: Vec<u64> = persons
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(counts[0] > 1000, "{persons}");
+    assert_eq!(counts, vec![counts[0]; 3], "{persons}");
     let results = results_json(&data, "new-onboarding");
 
     // The planted lift on activation is inside the interval, and detected.
