@@ -20,6 +20,7 @@
 
 pub mod aggregates;
 pub mod format;
+mod person_num_grouping;
 mod person_overrides;
 mod utc_date_trunc;
 
@@ -158,6 +159,14 @@ impl Engine {
                     .person_overrides
                     .get(&self.store.persons)
                     .map_err(internal)?;
+                // Only where person_id and person_num name persons one-to-one.
+                let one_to_one = overrides.is_empty()
+                    && table
+                        .never_null("person_num")
+                        .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
+                if one_to_one {
+                    ctx.add_optimizer_rule(Arc::new(person_num_grouping::GroupByPersonNum));
+                }
                 person_overrides::register_events(&ctx, table.provider(), overrides)
                     .map_err(internal)?;
                 continue;

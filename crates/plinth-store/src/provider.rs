@@ -44,6 +44,13 @@ impl TableProviderExt for Arc<Table> {
     }
 }
 
+impl StoreTable {
+    /// The store table this provider reads.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+}
+
 impl std::fmt::Debug for StoreTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreTable")

@@ -1,7 +1,7 @@
 //! One table: its snapshot, its in-memory buffer, and the operations that
 //! publish new snapshots (append, flush, replace, compact, retain, vacuum).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,6 +12,7 @@ use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::log::{self, DataFile, Snapshot, Tombstone};
 use crate::write::write_files;
@@ -68,6 +69,9 @@ pub struct Table {
     state: RwLock<State>,
     /// Serialises the writers of this table (commits are read-modify-write).
     write_lock: Mutex<()>,
+    /// Per (file, column), whether the file's statistics show no null
+    /// there; files never change, so each footer is read once.
+    null_free: Mutex<HashMap<(String, String), bool>>,
 }
 
 impl Table {
@@ -90,6 +94,7 @@ impl Table {
                 buffered: Vec::new(),
             }),
             write_lock: Mutex::new(()),
+            null_free: Mutex::new(HashMap::new()),
         })
     }
 
@@ -144,6 +149,37 @@ impl Table {
             .buffered
             .push(batch);
         Ok(())
+    }
+
+    /// Whether no row of the current view is null in `column`, by the
+    /// files' statistics and the buffered rows. A file that predates the
+    /// column, or whose statistics do not count nulls, counts as holding
+    /// some.
+    pub fn never_null(&self, column: &str) -> Result<bool> {
+        let view = self.view();
+        if view.buffered.iter().any(|batch| {
+            batch
+                .column_by_name(column)
+                .is_none_or(|c| c.null_count() > 0)
+        }) {
+            return Ok(false);
+        }
+        let mut known = self.null_free.lock().expect("null-free cache lock");
+        for file in &view.snapshot.files {
+            let key = (file.path.clone(), column.to_string());
+            let null_free = match known.get(&key) {
+                Some(&null_free) => null_free,
+                None => {
+                    let null_free = file_never_null(&self.dir.join(&file.path), column)?;
+                    known.insert(key, null_free);
+                    null_free
+                }
+            };
+            if !null_free {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Every row of the current view, read into memory (for small tables).
@@ -513,4 +549,29 @@ fn remove_empty_partition_dirs(dir: &Path) -> Result<()> {
 
 pub(crate) fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// Whether the footer of the Parquet file at `path` shows no null in
+/// `column` in any row group.
+fn file_never_null(path: &Path, column: &str) -> Result<bool> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = SerializedFileReader::new(file)
+        .with_context(|| format!("reading the footer of {}", path.display()))?;
+    let metadata = reader.metadata();
+    let Some(index) = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == column)
+    else {
+        return Ok(false);
+    };
+    Ok(metadata.row_groups().iter().all(|group| {
+        group
+            .column(index)
+            .statistics()
+            .and_then(|s| s.null_count_opt())
+            == Some(0)
+    }))
 }
