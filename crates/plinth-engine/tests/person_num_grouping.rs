@@ -1,6 +1,8 @@
 //! `GROUP BY person_id` over `events` is grouped by `person_num` where the
 //! two name persons one-to-one, and only there; the answers never change.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -8,19 +10,10 @@ use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
 use plinth_engine::{Engine, Limits, Privileges};
-use plinth_ingest::{EventInput, Ingestor};
+use plinth_ingest::Ingestor;
 use plinth_store::{Mode, Store};
 
-fn event(name: &str, distinct_id: &str, at: i64) -> EventInput {
-    EventInput {
-        uuid: Some(format!("{name}-{distinct_id}-{at}")),
-        event: name.to_string(),
-        distinct_id: distinct_id.to_string(),
-        timestamp_micros: at,
-        properties: "{}".to_string(),
-        ..Default::default()
-    }
-}
+use common::event;
 
 /// Every row of a query's result, as text, one string a row.
 async fn rows(engine: &Engine, sql: &str) -> Vec<String> {

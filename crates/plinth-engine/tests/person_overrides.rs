@@ -1,23 +1,16 @@
 //! Unique-person counts stay right across a merge: events stored under a
 //! person that a later login merged away count as the surviving person.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use plinth_engine::{Engine, Limits, Privileges};
-use plinth_ingest::{EventInput, Ingestor};
+use plinth_ingest::Ingestor;
 use plinth_store::{Mode, Store};
 
-fn event(name: &str, distinct_id: &str, at: i64) -> EventInput {
-    EventInput {
-        uuid: Some(format!("{name}-{distinct_id}-{at}")),
-        event: name.to_string(),
-        distinct_id: distinct_id.to_string(),
-        timestamp_micros: at,
-        properties: "{}".to_string(),
-        ..Default::default()
-    }
-}
+use common::event;
 
 async fn scalar(engine: &Engine, sql: &str) -> String {
     let result = engine.query(sql, Privileges::ReadStore).await.unwrap();
