@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::expressions::Literal;
 
-use super::{check_state, ensure_groups, list_of, lists, passes, timestamp_micros, vectors_size};
+use super::{GroupVecs, check_state, list_of, lists, passes, timestamp_micros};
 
 const MAX_STEPS: usize = 32;
 
@@ -131,7 +131,7 @@ impl AggregateUDFImpl for WindowFunnel {
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(FunnelGroups {
             funnel: Funnel::from_args(&args)?,
-            groups: Vec::new(),
+            groups: GroupVecs::new(),
         }))
     }
 
@@ -281,7 +281,7 @@ fn hits_of_state(values: &[ArrayRef]) -> Result<impl Iterator<Item = Vec<Hit>>> 
 
 struct FunnelGroups {
     funnel: Funnel,
-    groups: Vec<Vec<Hit>>,
+    groups: GroupVecs<Hit>,
 }
 
 impl GroupsAccumulator for FunnelGroups {
@@ -292,20 +292,20 @@ impl GroupsAccumulator for FunnelGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        ensure_groups(&mut self.groups, total_num_groups);
+        self.groups.ensure(total_num_groups);
         let hits = self.funnel.hits(values)?;
         for (row, (hit, &group)) in hits.into_iter().zip(group_indices).enumerate() {
             if let Some(hit) = hit
                 && passes(opt_filter, row)
             {
-                self.groups[group].push(hit);
+                self.groups.update(group, |hits| hits.push(hit));
             }
         }
         Ok(())
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = emit_to.take_needed(&mut self.groups);
+        let groups = self.groups.take(emit_to);
         let levels: Int64Array = groups
             .into_iter()
             .map(|mut hits| self.funnel.level(&mut hits))
@@ -314,7 +314,7 @@ impl GroupsAccumulator for FunnelGroups {
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(state_of(emit_to.take_needed(&mut self.groups)))
+        Ok(state_of(self.groups.take(emit_to)))
     }
 
     fn merge_batch(
@@ -323,9 +323,9 @@ impl GroupsAccumulator for FunnelGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        ensure_groups(&mut self.groups, total_num_groups);
+        self.groups.ensure(total_num_groups);
         for (hits, &group) in hits_of_state(values)?.zip(group_indices) {
-            self.groups[group].extend(hits);
+            self.groups.update(group, |held| held.extend(hits));
         }
         Ok(())
     }
@@ -349,7 +349,7 @@ impl GroupsAccumulator for FunnelGroups {
     }
 
     fn size(&self) -> usize {
-        vectors_size(&self.groups)
+        self.groups.size()
     }
 }
 

@@ -22,6 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMicrosecondType};
 use datafusion::error::Result;
+use datafusion::logical_expr::EmitTo;
 use datafusion::prelude::SessionContext;
 
 /// Registers every function of this module on a session.
@@ -64,20 +65,50 @@ fn passes(filter: Option<&datafusion::arrow::array::BooleanArray>, row: usize) -
     filter.is_none_or(|f| f.is_valid(row) && f.value(row))
 }
 
-/// Grows per-group state to `total` groups.
-fn ensure_groups<T: Default>(groups: &mut Vec<T>, total: usize) {
-    if groups.len() < total {
-        groups.resize_with(total, T::default);
-    }
+/// One vector per group that keeps the sum of their capacities: DataFusion
+/// asks for an accumulator's size after every batch, and summing millions
+/// of groups each time made the aggregate quadratic in the groups.
+struct GroupVecs<T> {
+    groups: Vec<Vec<T>>,
+    /// Items of capacity over all the groups' vectors.
+    capacity: usize,
 }
 
-/// Heap bytes held by per-group vectors.
-fn vectors_size<T>(groups: &Vec<Vec<T>>) -> usize {
-    groups.capacity() * std::mem::size_of::<Vec<T>>()
-        + groups
-            .iter()
-            .map(|g| g.capacity() * std::mem::size_of::<T>())
-            .sum::<usize>()
+impl<T> GroupVecs<T> {
+    fn new() -> GroupVecs<T> {
+        GroupVecs {
+            groups: Vec::new(),
+            capacity: 0,
+        }
+    }
+
+    /// Grows to `total` groups.
+    fn ensure(&mut self, total: usize) {
+        if self.groups.len() < total {
+            self.groups.resize_with(total, Vec::new);
+        }
+    }
+
+    /// Changes the vector of `group`, keeping count of its capacity.
+    fn update(&mut self, group: usize, change: impl FnOnce(&mut Vec<T>)) {
+        let vector = &mut self.groups[group];
+        let before = vector.capacity();
+        change(vector);
+        self.capacity += vector.capacity() - before;
+    }
+
+    /// Takes the groups `emit_to` names.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<T>> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        self.capacity -= taken.iter().map(Vec::capacity).sum::<usize>();
+        taken
+    }
+
+    /// Bytes held, without walking the groups.
+    fn size(&self) -> usize {
+        self.groups.capacity() * std::mem::size_of::<Vec<T>>()
+            + self.capacity * std::mem::size_of::<T>()
+    }
 }
 
 /// `array` must be a list column with the given item type (a state column).
@@ -92,6 +123,26 @@ fn check_state(array: &ArrayRef, item: &DataType) -> Result<()> {
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::Int64Type;
+
+    #[test]
+    fn group_vectors_count_the_capacity_they_hold() {
+        let walked = |g: &GroupVecs<i64>| {
+            g.groups.capacity() * std::mem::size_of::<Vec<i64>>()
+                + g.groups.iter().map(|v| v.capacity() * 8).sum::<usize>()
+        };
+        let mut groups = GroupVecs::new();
+        groups.ensure(5);
+        for i in 0..1000 {
+            groups.update(i % 5, |v| v.push(i as i64));
+            groups.update(i % 3, |v| v.extend([1, 2, 3]));
+        }
+        assert_eq!(groups.size(), walked(&groups));
+        let first_two = groups.take(EmitTo::First(2));
+        assert_eq!(first_two.len(), 2);
+        assert_eq!(groups.size(), walked(&groups));
+        assert_eq!(groups.take(EmitTo::All).len(), 3);
+        assert_eq!(groups.capacity, 0);
+    }
 
     #[test]
     fn lists_read_back_what_list_of_wrote() {

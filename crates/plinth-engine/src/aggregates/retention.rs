@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::expressions::Literal;
 
-use super::{check_state, ensure_groups, list_of, lists, passes, timestamp_micros, vectors_size};
+use super::{GroupVecs, check_state, list_of, lists, passes, timestamp_micros};
 
 const HOUR: i64 = 3_600_000_000;
 const DAY: i64 = 24 * HOUR;
@@ -148,7 +148,7 @@ impl AggregateUDFImpl for RetentionPeriods {
     ) -> Result<Box<dyn GroupsAccumulator>> {
         Ok(Box::new(PeriodsGroups {
             unit: unit_of(&args)?,
-            groups: Vec::new(),
+            groups: GroupVecs::new(),
         }))
     }
 
@@ -175,26 +175,28 @@ fn unit_of(args: &AccumulatorArgs) -> Result<Unit> {
     }
 }
 
-/// Appends the period of each row (absolute numbers) to its group, dropping
-/// a repeat of the group's last period: events arrive mostly in time order.
+/// Hands each row's period (an absolute number) and group to `add`.
 fn add_periods(
     unit: Unit,
     values: &[ArrayRef],
     mut group_of: impl FnMut(usize) -> Option<usize>,
-    groups: &mut [Vec<i64>],
+    mut add: impl FnMut(usize, i64),
 ) -> Result<()> {
     let times = timestamp_micros(&values[0])?;
     for (row, micros) in times.iter().enumerate() {
-        let (Some(micros), Some(group)) = (micros, group_of(row)) else {
-            continue;
-        };
-        let period = unit.period(micros);
-        let periods = &mut groups[group];
-        if periods.last() != Some(&period) {
-            periods.push(period);
+        if let (Some(micros), Some(group)) = (micros, group_of(row)) {
+            add(group, unit.period(micros));
         }
     }
     Ok(())
+}
+
+/// Appends `period` unless it repeats the last one: events arrive mostly
+/// in time order.
+fn append_period(periods: &mut Vec<i64>, period: i64) {
+    if periods.last() != Some(&period) {
+        periods.push(period);
+    }
 }
 
 /// A group's absolute periods as offsets from its first.
@@ -207,7 +209,7 @@ fn offsets(mut periods: Vec<i64>) -> Vec<i64> {
 
 struct PeriodsGroups {
     unit: Unit,
-    groups: Vec<Vec<i64>>,
+    groups: GroupVecs<i64>,
 }
 
 impl GroupsAccumulator for PeriodsGroups {
@@ -218,25 +220,27 @@ impl GroupsAccumulator for PeriodsGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        ensure_groups(&mut self.groups, total_num_groups);
+        self.groups.ensure(total_num_groups);
+        let groups = &mut self.groups;
         add_periods(
             self.unit,
             values,
             |row| passes(opt_filter, row).then(|| group_indices[row]),
-            &mut self.groups,
+            |group, period| groups.update(group, |periods| append_period(periods, period)),
         )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let groups = emit_to.take_needed(&mut self.groups);
+        let groups = self.groups.take(emit_to);
         Ok(Arc::new(list_of::<Int64Type>(
             groups.into_iter().map(offsets).collect(),
         )))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let groups = emit_to.take_needed(&mut self.groups);
-        Ok(vec![Arc::new(list_of::<Int64Type>(groups))])
+        Ok(vec![Arc::new(list_of::<Int64Type>(
+            self.groups.take(emit_to),
+        ))])
     }
 
     fn merge_batch(
@@ -245,10 +249,11 @@ impl GroupsAccumulator for PeriodsGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        ensure_groups(&mut self.groups, total_num_groups);
+        self.groups.ensure(total_num_groups);
         check_state(&values[0], &DataType::Int64)?;
         for (periods, &group) in lists::<Int64Type>(&values[0]).zip(group_indices) {
-            self.groups[group].extend_from_slice(periods);
+            self.groups
+                .update(group, |held| held.extend_from_slice(periods));
         }
         Ok(())
     }
@@ -263,13 +268,13 @@ impl GroupsAccumulator for PeriodsGroups {
             self.unit,
             values,
             |row| passes(opt_filter, row).then_some(row),
-            &mut rows,
+            |row, period| append_period(&mut rows[row], period),
         )?;
         Ok(vec![Arc::new(list_of::<Int64Type>(rows))])
     }
 
     fn size(&self) -> usize {
-        vectors_size(&self.groups)
+        self.groups.size()
     }
 }
 
@@ -281,11 +286,12 @@ struct PeriodsAccumulator {
 
 impl Accumulator for PeriodsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let periods = &mut self.periods;
         add_periods(
             self.unit,
             values,
             |_| Some(0),
-            std::slice::from_mut(&mut self.periods),
+            |_, period| append_period(periods, period),
         )
     }
 
