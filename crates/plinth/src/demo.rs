@@ -21,6 +21,10 @@ use crate::cli::DemoArgs;
 /// Events per commit while generating.
 const CHUNK_EVENTS: usize = 1 << 19;
 
+/// The events checkpoint that says whether the demo's generation finished
+/// (1) or is under way or was interrupted (0).
+const DEMO_GENERATED: &str = "demo_generated";
+
 pub fn run(args: DemoArgs) -> Result<()> {
     let config = DemoConfig::new(args.users, args.days, args.seed, args.end_date());
     if let Some(path) = &args.ndjson {
@@ -48,7 +52,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
             None => "plinth demo".to_string(),
         };
         let store = Arc::new(Store::open(&args.data.dir, Mode::Writer, &holder)?);
-        let existing = store.events.snapshot().rows();
+        let events = store.events.snapshot();
+        let existing = events.rows();
+        if events.checkpoints.get(DEMO_GENERATED) == Some(&0) {
+            anyhow::bail!(
+                "{} holds a demo whose generation was interrupted; remove the folder to generate anew",
+                args.data.dir.display()
+            );
+        }
         if existing > 0 {
             println!(
                 "{} already holds {existing} events; using them (remove the folder to generate anew)",
@@ -99,18 +110,19 @@ fn generate(store: &Arc<Store>, config: &DemoConfig) -> Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let started = Instant::now();
     // `persons` is replaced whole when saved, so it is saved every
-    // IDENTITY_SAVE_INTERVAL and at the end, as `plinth import` does, not
-    // with each chunk (at 2.4M users that was 190 copies, 13 GB). A killed
-    // generation is incomplete either way: the next run reports the
-    // events it finds, and the folder is removed to generate anew.
+    // IDENTITY_SAVE_INTERVAL and before the last chunk, as `plinth import`
+    // does, not with each chunk (at 2.4M users that was 190 copies, 13 GB).
+    // Until the last chunk, with every person saved, is stored, the events
+    // say the generation is unfinished, and a later run refuses the folder.
     let mut saved = Instant::now();
     let mut commit = |chunk: &[EventInput], last: bool| -> Result<()> {
         let batch = ingestor.events_batch(chunk, now())?;
-        store.events.append(&[batch], &BTreeMap::new())?;
         if last || saved.elapsed() >= IDENTITY_SAVE_INTERVAL {
             ingestor.save_identities()?;
             saved = Instant::now();
         }
+        let generated = BTreeMap::from([(DEMO_GENERATED.to_string(), u64::from(last))]);
+        store.events.append(&[batch], &generated)?;
         Ok(())
     };
     let mut chunk = Vec::with_capacity(CHUNK_EVENTS);

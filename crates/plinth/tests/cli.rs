@@ -209,3 +209,40 @@ fn csv_and_parquet_rows_import_with_their_properties_and_bad_rows_quarantined() 
         .collect();
     assert_eq!(quarantined, format!("source\n{expected}"));
 }
+
+#[test]
+fn a_demo_whose_generation_was_interrupted_is_refused_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let demo = [
+        "demo",
+        "--data",
+        data,
+        "--users",
+        "30",
+        "--days",
+        "3",
+        "--no-serve",
+    ];
+    common::run_ok(&demo);
+    // A finished demo is reused as it is.
+    assert!(common::run_ok(&demo).contains("already holds"));
+    // What a generation killed between two chunks leaves behind.
+    {
+        let store =
+            plinth_store::Store::open(dir.path(), plinth_store::Mode::Writer, "test").unwrap();
+        let stored = store.events.read_all().unwrap();
+        let unfinished = std::collections::BTreeMap::from([("demo_generated".to_string(), 0)]);
+        store
+            .events
+            .append(&[stored[0].slice(0, 1)], &unfinished)
+            .unwrap();
+    }
+    let output = run(&demo);
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(
+        line.starts_with("error: ") && line.contains("interrupted") && line.contains("remove"),
+        "{line}"
+    );
+}
