@@ -1175,7 +1175,7 @@ mod tests {
         let distinct = [
             (Some(text("f", "a")), Some(0)),
             (Some(text("f", "b")), Some(1)),
-            (Some(text("f", r"b")), Some(1)),
+            (Some(text("f", r"\u0062")), Some(1)),
             (Some(text("g", "a")), None),
             (Some(text("f", "c")), None),
             (Some(r#"{"$feature_flag":"f"}"#.to_string()), None),
@@ -1190,6 +1190,10 @@ mod tests {
                 expected.push(*variant);
             }
         }
+        // The escaped one is really left to json_as_text.
+        let escaped = distinct[2].0.as_deref().unwrap();
+        let keys = ["$feature_flag", "$feature_flag_response"];
+        assert_eq!(flag_json::top_level_strings(escaped, keys), None);
         let properties = StringArray::from(texts);
         assert_eq!(rule.variants(&properties).unwrap(), expected);
     }
