@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::make_array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
@@ -26,35 +25,19 @@ use datafusion::logical_expr::{
 };
 
 /// The same timestamps under another zone label (`None` for zone-less):
-/// only the type changes, the values and buffers are shared.
+/// an array keeps its values and buffers, only its type changes. A scalar
+/// is one value, so `cast` serves.
 fn relabel(value: &ColumnarValue, data_type: &DataType) -> Result<ColumnarValue> {
-    Ok(match value {
-        ColumnarValue::Array(array) => ColumnarValue::Array(make_array(
+    match value {
+        ColumnarValue::Array(array) => Ok(ColumnarValue::Array(make_array(
             array
                 .to_data()
                 .into_builder()
                 .data_type(data_type.clone())
                 .build()?,
-        )),
-        ColumnarValue::Scalar(scalar) => {
-            let DataType::Timestamp(_, zone) = data_type else {
-                return Ok(value.clone());
-            };
-            let zone = zone.clone();
-            ColumnarValue::Scalar(match scalar.clone() {
-                ScalarValue::TimestampSecond(v, _) => ScalarValue::TimestampSecond(v, zone),
-                ScalarValue::TimestampMillisecond(v, _) => {
-                    ScalarValue::TimestampMillisecond(v, zone)
-                }
-                ScalarValue::TimestampMicrosecond(v, _) => {
-                    ScalarValue::TimestampMicrosecond(v, zone)
-                }
-                ScalarValue::TimestampNanosecond(v, _) => ScalarValue::TimestampNanosecond(v, zone),
-                ScalarValue::Null => ScalarValue::try_from(data_type)?,
-                other => other,
-            })
-        }
-    })
+        ))),
+        ColumnarValue::Scalar(_) => value.cast_to(data_type, None),
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
