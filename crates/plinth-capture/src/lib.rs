@@ -13,7 +13,8 @@
 //! the store or the engine: the server and `plinth import` call it.
 //!
 //! Entry points: [`decode_posthog`], [`decode_segment`], and
-//! [`normalize_json_event`] for one event read from a file.
+//! [`normalize_json_event`] for one event read from a file, and
+//! [`normalize_json_text`] for one line of text (what `plinth import` uses).
 
 mod error;
 mod event;
@@ -21,6 +22,7 @@ mod lzstring;
 mod payload;
 mod posthog;
 mod segment;
+mod text;
 mod timestamp;
 
 use serde_json::Value;
@@ -29,6 +31,7 @@ pub use error::{CaptureError, Limits};
 pub use event::{DecodedRequest, GroupIdentify, NormalizedEvent, Rejected};
 pub use posthog::decode_posthog;
 pub use segment::{SEGMENT_DEFAULT_GROUP_TYPE, decode_segment};
+pub use text::{TextEvent, normalize_json_text};
 
 /// Normalizes one event read from a file (an NDJSON line for `plinth import`).
 ///
