@@ -3,7 +3,10 @@
 //!
 //! Besides DataFusion's functions and the JSON functions, SQL has the
 //! product-analytics aggregates of [`aggregates`]: `window_funnel` and
-//! `retention_periods`.
+//! `retention_periods`. Two optimizer rules answer common questions from
+//! what the store knows: grouping by person uses `person_num`
+//! ([`person_num_grouping`]) and counting events by name counts Parquet
+//! dictionary codes ([`event_counts`]).
 //!
 //! Every query gets its own [`SessionContext`] whose memory pool is the
 //! per-query limit (operators spill to disk beyond it) and whose plan is
@@ -19,6 +22,7 @@
 //! may do.
 
 pub mod aggregates;
+mod event_counts;
 pub mod format;
 mod person_num_grouping;
 mod person_overrides;
@@ -34,6 +38,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use plinth_store::{Store, TableProviderExt};
 use plinth_warehouse::{Version, Warehouse};
@@ -149,7 +154,14 @@ impl Engine {
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_query_planner(Arc::new(event_counts::ExtensionsQueryPlanner))
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
+        ctx.add_optimizer_rule(Arc::new(event_counts::CountEventsByCode));
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         aggregates::register(&ctx);
         ctx.register_udf(utc_date_trunc::UtcDateTrunc::udf());

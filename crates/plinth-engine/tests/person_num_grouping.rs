@@ -8,34 +8,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
-use plinth_engine::{Engine, Limits, Privileges};
+use plinth_engine::{Engine, Limits};
 use plinth_ingest::Ingestor;
 use plinth_store::{Mode, Store};
 
-use common::event;
-
-/// Every row of a query's result, as text, one string a row.
-async fn rows(engine: &Engine, sql: &str) -> Vec<String> {
-    let result = engine.query(sql, Privileges::ReadStore).await.unwrap();
-    let mut rows = Vec::new();
-    for batch in &result.batches {
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = batch
-                .columns()
-                .iter()
-                .map(|c| array_value_to_string(c, row).unwrap())
-                .collect();
-            rows.push(cells.join(","));
-        }
-    }
-    rows
-}
-
-/// The physical plan of `sql`, as EXPLAIN prints it.
-async fn plan(engine: &Engine, sql: &str) -> String {
-    rows(engine, &format!("EXPLAIN {sql}")).await.join("\n")
-}
+use common::{event, plan, rows};
 
 const FUNNEL: &str = "SELECT level, count(*) FROM (
     SELECT window_funnel(INTERVAL '1 hour', timestamp, event = 'viewed', event = 'bought') AS level

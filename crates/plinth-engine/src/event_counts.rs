@@ -1,0 +1,455 @@
+//! `SELECT event, count(*) FROM events GROUP BY event`, counted from the
+//! Parquet dictionary codes.
+//!
+//! "Which events happen, and how often" opens most product questions.
+//! DataFusion answers the grouping by copying each row's `event` text out of
+//! Parquet and hashing it. The store writes `event` dictionary-encoded (a
+//! few dozen names, files sorted by event), so this reads the column as
+//! dictionary keys, counts the keys in an array and looks the names up once
+//! a batch: no text is copied or hashed per row.
+//!
+//! [`CountEventsByCode`] rewrites an aggregate whose only grouping key is
+//! the stored `events.event` and whose aggregates are all `count(*)`, read
+//! straight from the scan (an alias allowed; no filter, no limit), into an
+//! [`EventCounts`] leaf. [`ExtensionsQueryPlanner`] plans that as
+//! [`EventCountsExec`], which counts the files of the snapshot the scan
+//! would have read, on `target_partitions` threads, and the buffered rows.
+//! Anything else (a filter, `count(col)`, a second key) keeps DataFusion's
+//! plan.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{DFSchemaRef, DataFusionError, Result};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    Aggregate, Expr, Extension, LogicalPlan, SubqueryAlias, UserDefinedLogicalNode,
+    UserDefinedLogicalNodeCore,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use plinth_store::provider::StoreTable;
+use plinth_store::TableView;
+
+const EVENTS: &str = "events";
+const EVENT: &str = "event";
+
+/// Rows per batch read from a file: keys are 4 bytes, so large batches are cheap.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// The rule: see the module docs.
+#[derive(Debug, Default)]
+pub struct CountEventsByCode;
+
+impl OptimizerRule for CountEventsByCode {
+    fn name(&self) -> &str {
+        "plinth_count_events_by_code"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        match event_counts(aggregate) {
+            Some(node) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                node: Arc::new(node),
+            }))),
+            None => Ok(Transformed::no(plan)),
+        }
+    }
+}
+
+/// The counts node for `aggregate`, if it has the shape of the module docs.
+fn event_counts(aggregate: &Aggregate) -> Option<EventCounts> {
+    let [Expr::Column(group)] = aggregate.group_expr.as_slice() else {
+        return None;
+    };
+    if group.name != EVENT
+        || aggregate.aggr_expr.is_empty()
+        || !aggregate.aggr_expr.iter().all(is_count_star)
+    {
+        return None;
+    }
+    let scan = match aggregate.input.as_ref() {
+        LogicalPlan::TableScan(scan) => scan,
+        LogicalPlan::SubqueryAlias(SubqueryAlias { input, .. }) => match input.as_ref() {
+            LogicalPlan::TableScan(scan) => scan,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if !scan.filters.is_empty() || scan.fetch.is_some() {
+        return None;
+    }
+    let provider = source_as_provider(&scan.source).ok()?;
+    let table = provider.downcast_ref::<StoreTable>()?;
+    (table.table().name() == EVENTS).then(|| EventCounts {
+        table: table.clone(),
+        schema: aggregate.schema.clone(),
+    })
+}
+
+/// `count(*)` (DataFusion plans it as `count(1)`) or `count` of any other
+/// non-null constant: the number of rows.
+fn is_count_star(expr: &Expr) -> bool {
+    let expr = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = expr else {
+        return false;
+    };
+    func.name() == "count"
+        && !params.distinct
+        && params.filter.is_none()
+        && matches!(params.args.as_slice(), [Expr::Literal(value, _)] if !value.is_null())
+}
+
+/// The logical leaf: the counts of the stored events by name, in the
+/// replaced aggregate's schema (the name, then one count per aggregate).
+#[derive(Clone)]
+pub struct EventCounts {
+    table: StoreTable,
+    schema: DFSchemaRef,
+}
+
+impl fmt::Debug for EventCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        UserDefinedLogicalNodeCore::fmt_for_explain(self, f)
+    }
+}
+
+impl PartialEq for EventCounts {
+    fn eq(&self, other: &Self) -> bool {
+        self.table.table().name() == other.table.table().name() && self.schema == other.schema
+    }
+}
+
+impl Eq for EventCounts {}
+
+impl Hash for EventCounts {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.table.table().name().hash(state);
+        self.schema.hash(state);
+    }
+}
+
+impl PartialOrd for EventCounts {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (self == other).then_some(std::cmp::Ordering::Equal)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for EventCounts {
+    fn name(&self) -> &str {
+        "EventCounts"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "EventCounts: {}", self.table.table().name())
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// DataFusion's planner, which also plans [`EventCounts`].
+#[derive(Debug, Default)]
+pub struct ExtensionsQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for ExtensionsQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(EventCountsPlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}
+
+struct EventCountsPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for EventCountsPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        _physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        _planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(counts) = node.as_any().downcast_ref::<EventCounts>() else {
+            return Ok(None);
+        };
+        // The snapshot is taken when the plan is made, as the scan's is.
+        Ok(Some(Arc::new(EventCountsExec::new(
+            counts.table.table().view(),
+            Arc::new(counts.schema.as_arrow().clone()),
+            session.config().target_partitions(),
+        ))))
+    }
+}
+
+/// Counts the events of one table view by name; one partition, one batch.
+#[derive(Debug)]
+pub struct EventCountsExec {
+    view: Arc<TableView>,
+    threads: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl EventCountsExec {
+    fn new(view: TableView, schema: SchemaRef, threads: usize) -> EventCountsExec {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        EventCountsExec {
+            view: Arc::new(view),
+            threads: threads.max(1),
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for EventCountsExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "EventCountsExec: files={}, buffered_batches={}",
+            self.view.snapshot.files.len(),
+            self.view.buffered.len()
+        )
+    }
+}
+
+impl ExecutionPlan for EventCountsExec {
+    fn name(&self) -> &str {
+        "EventCountsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = self.schema();
+        let (view, threads, output) = (self.view.clone(), self.threads, schema.clone());
+        let batch = async move {
+            tokio::task::spawn_blocking(move || counts_batch(&view, threads, &output))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::once(batch),
+        )))
+    }
+}
+
+/// Rows by event name (`None` for a null name).
+type Counts = HashMap<Option<String>, i64>;
+
+fn add(counts: &mut Counts, name: Option<&str>, rows: i64) {
+    match counts.get_mut(&name.map(str::to_owned)) {
+        Some(total) => *total += rows,
+        None => {
+            counts.insert(name.map(str::to_owned), rows);
+        }
+    }
+}
+
+/// The counts of `view` as one batch of `schema`: the name, then the count
+/// repeated for each `count(*)` of the query.
+fn counts_batch(view: &TableView, threads: usize, schema: &SchemaRef) -> Result<RecordBatch> {
+    let counts = count_view(view, threads)?;
+    let (names, rows): (Vec<Option<String>>, Vec<i64>) = counts.into_iter().unzip();
+    let names: ArrayRef = Arc::new(StringArray::from(names));
+    let rows: ArrayRef = Arc::new(Int64Array::from(rows));
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| cast(if i == 0 { &names } else { &rows }, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn count_view(view: &TableView, threads: usize) -> Result<Counts> {
+    let files = &view.snapshot.files;
+    let next = AtomicUsize::new(0);
+    let partials: Vec<Result<Counts>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(files.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut counts = Counts::new();
+                    while let Some(file) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        count_file(&view.table_dir.join(&file.path), &mut counts)?;
+                    }
+                    Ok(counts)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().expect("event counting thread"))
+            .collect()
+    });
+    let mut counts = Counts::new();
+    for partial in partials {
+        for (name, rows) in partial? {
+            add(&mut counts, name.as_deref(), rows);
+        }
+    }
+    for batch in &view.buffered {
+        let column = batch
+            .column_by_name(EVENT)
+            .ok_or_else(|| DataFusionError::Internal("buffered events without event".into()))?;
+        let names = cast(column, &DataType::Utf8)?;
+        for name in names.as_string::<i32>() {
+            add(&mut counts, name, 1);
+        }
+    }
+    Ok(counts)
+}
+
+/// Adds the rows of one Parquet file, reading only `event`, as dictionary keys.
+fn count_file(path: &Path, counts: &mut Counts) -> Result<()> {
+    let file = File::open(path)?;
+    let stored = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+    let index = stored.schema().index_of(EVENT)?;
+    let mut fields: Vec<Field> = stored
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[index] = fields[index].clone().with_data_type(DataType::Dictionary(
+        Box::new(DataType::Int32),
+        Box::new(DataType::Utf8),
+    ));
+    let hint = Schema::new_with_metadata(fields, stored.schema().metadata().clone());
+    let metadata = ArrowReaderMetadata::try_new(
+        stored.metadata().clone(),
+        ArrowReaderOptions::new().with_schema(Arc::new(hint)),
+    )?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()?;
+    for batch in reader {
+        count_keys(batch?.column(0).as_dictionary::<Int32Type>(), counts)?;
+    }
+    Ok(())
+}
+
+/// Adds one batch: the rows of each key, then each used key's name once.
+fn count_keys(names: &DictionaryArray<Int32Type>, counts: &mut Counts) -> Result<()> {
+    let values = names.values().as_string_opt::<i32>().ok_or_else(|| {
+        DataFusionError::Internal("event dictionary values are not text".into())
+    })?;
+    let mut per_key = vec![0i64; values.len()];
+    let mut nulls = 0;
+    let keys = names.keys();
+    if keys.null_count() == 0 {
+        for &key in keys.values() {
+            per_key[key as usize] += 1;
+        }
+    } else {
+        for key in keys {
+            match key {
+                Some(key) => per_key[key as usize] += 1,
+                None => nulls += 1,
+            }
+        }
+    }
+    for (key, &rows) in per_key.iter().enumerate().filter(|(_, rows)| **rows > 0) {
+        add(counts, values.is_valid(key).then(|| values.value(key)), rows);
+    }
+    if nulls > 0 {
+        add(counts, None, nulls);
+    }
+    Ok(())
+}
