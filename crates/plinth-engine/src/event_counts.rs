@@ -54,8 +54,8 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use plinth_store::provider::StoreTable;
 use plinth_store::TableView;
+use plinth_store::provider::StoreTable;
 
 const EVENTS: &str = "events";
 const EVENT: &str = "event";
@@ -427,9 +427,10 @@ fn count_file(path: &Path, counts: &mut Counts) -> Result<()> {
 
 /// Adds one batch: the rows of each key, then each used key's name once.
 fn count_keys(names: &DictionaryArray<Int32Type>, counts: &mut Counts) -> Result<()> {
-    let values = names.values().as_string_opt::<i32>().ok_or_else(|| {
-        DataFusionError::Internal("event dictionary values are not text".into())
-    })?;
+    let values = names
+        .values()
+        .as_string_opt::<i32>()
+        .ok_or_else(|| DataFusionError::Internal("event dictionary values are not text".into()))?;
     let mut per_key = vec![0i64; values.len()];
     let mut nulls = 0;
     let keys = names.keys();
@@ -446,7 +447,11 @@ fn count_keys(names: &DictionaryArray<Int32Type>, counts: &mut Counts) -> Result
         }
     }
     for (key, &rows) in per_key.iter().enumerate().filter(|(_, rows)| **rows > 0) {
-        add(counts, values.is_valid(key).then(|| values.value(key)), rows);
+        add(
+            counts,
+            values.is_valid(key).then(|| values.value(key)),
+            rows,
+        );
     }
     if nulls > 0 {
         add(counts, None, nulls);

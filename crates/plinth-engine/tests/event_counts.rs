@@ -42,11 +42,22 @@ async fn counts_by_code_equal_the_grouped_counts() {
     let day = 86_400_000_000;
     // Two commits over two days: several files, names in several dictionaries.
     let first: Vec<_> = (0..50)
-        .map(|i| event(["viewed", "bought", "left"][i % 3], "ann", i as i64 * day / 20))
+        .map(|i| {
+            event(
+                ["viewed", "bought", "left"][i % 3],
+                "ann",
+                i as i64 * day / 20,
+            )
+        })
         .collect();
     ingestor.append(&first, 10 * day, &BTreeMap::new()).unwrap();
-    let second = [event("viewed", "bob", 1), event("signed up", "bob", day + 5)];
-    ingestor.append(&second, 10 * day, &BTreeMap::new()).unwrap();
+    let second = [
+        event("viewed", "bob", 1),
+        event("signed up", "bob", day + 5),
+    ];
+    ingestor
+        .append(&second, 10 * day, &BTreeMap::new())
+        .unwrap();
     // And rows still in the buffer.
     let buffered = [event("viewed", "cy", 7), event("invited", "cy", 8)];
     store

@@ -156,7 +156,7 @@ pub fn import_file(
                 None => Ok(()),
             }
         });
-        let mut commit = |rows: RowChunk, end: u64| -> Result<()> {
+        let mut decode = |rows: RowChunk, end: u64| -> Result<String> {
             // Rows up to `done` are stored: only their identities count.
             let stored = rows.rows.partition_point(|(line, _)| *line <= done);
             let replayed = decode_rows(&rows.text, &rows.rows[..stored], &display).0;
@@ -179,7 +179,10 @@ pub fn import_file(
             // the one reported.
             chunks
                 .send(chunk)
-                .map_err(|_| anyhow::anyhow!("the committer stopped"))
+                .map_err(|_| anyhow::anyhow!("the committer stopped"))?;
+            let mut text = rows.text;
+            text.clear();
+            Ok(text)
         };
         let read = read_rows(
             path,
@@ -188,7 +191,7 @@ pub fn import_file(
             commit_rows,
             &mut report.rows,
             progress,
-            &mut commit,
+            &mut decode,
         );
         drop(chunks);
         let committed = committer.join().expect("committer thread");
@@ -255,14 +258,19 @@ impl RowChunk {
 }
 
 /// Takes the NDJSON rows read into `text` up to `line_start`, leaving the
-/// partial line after them in `text` for the next chunk.
+/// partial line after them in `text` (in `spare`'s buffer, if given) for
+/// the next chunk.
 fn take_rows(
     text: &mut Vec<u8>,
     line_start: &mut usize,
     chunk: &mut RowChunk,
     path: &Path,
+    spare: Option<String>,
 ) -> Result<RowChunk> {
-    let mut next = Vec::with_capacity(text.capacity());
+    let mut next = match spare {
+        Some(spare) => spare.into_bytes(),
+        None => Vec::with_capacity(text.capacity()),
+    };
     next.extend_from_slice(&text[*line_start..]);
     text.truncate(*line_start);
     let rows = std::mem::replace(text, next);
@@ -284,7 +292,8 @@ fn take_rows(
 }
 
 /// Reads the rows of `path` after the first `done`, handing them to
-/// `commit` every `commit_rows` rows with the number of the last row read.
+/// `commit` every `commit_rows` rows with the number of the last row read;
+/// `commit` hands the chunk's text back, emptied, for reuse.
 fn read_rows(
     path: &Path,
     format: ImportFormat,
@@ -292,7 +301,7 @@ fn read_rows(
     commit_rows: usize,
     rows_read: &mut u64,
     progress: &dyn Fn(u64),
-    commit: &mut dyn FnMut(RowChunk, u64) -> Result<()>,
+    commit: &mut dyn FnMut(RowChunk, u64) -> Result<String>,
 ) -> Result<()> {
     let display = path.display();
     let mut chunk = RowChunk::default();
@@ -309,6 +318,9 @@ fn read_rows(
             let mut line_start = 0;
             let mut line_number = 0u64;
             let mut at_end = false;
+            // The text of the chunk before the last, cleared: the next
+            // chunk's buffer, so that it is not allocated and faulted in anew.
+            let mut spare = None;
             loop {
                 // Complete lines from the start of the current one.
                 let scan_from = line_start;
@@ -331,8 +343,8 @@ fn read_rows(
                     }
                 }
                 if full {
-                    let rows = take_rows(&mut text, &mut line_start, &mut chunk, path)?;
-                    commit(rows, line_number)?;
+                    let rows = take_rows(&mut text, &mut line_start, &mut chunk, path, spare)?;
+                    spare = Some(commit(rows, line_number)?);
                     continue;
                 }
                 if at_end {
@@ -356,7 +368,7 @@ fn read_rows(
                 }
             }
             if line_number > done {
-                let rows = take_rows(&mut text, &mut line_start, &mut chunk, path)?;
+                let rows = take_rows(&mut text, &mut line_start, &mut chunk, path, spare)?;
                 commit(rows, line_number)?;
             }
         }
@@ -590,7 +602,10 @@ mod tests {
                 rows.push((line, chunk.text[range].to_owned()));
             }
             ends.push(end);
-            Ok(())
+            // Handed back for reuse, as the import's decoder does.
+            let mut text = chunk.text;
+            text.clear();
+            Ok(text)
         };
         read_rows(
             &path,
@@ -655,7 +670,7 @@ mod tests {
             10,
             &mut 0,
             &|_| {},
-            &mut |_, _| Ok(()),
+            &mut |_, _| Ok(String::new()),
         )
         .unwrap_err();
         assert!(
