@@ -1,22 +1,26 @@
-//! `SELECT event, count(*) FROM events GROUP BY event`, counted from the
-//! Parquet dictionary codes.
+//! Events counted by name or by day without grouping every row.
 //!
-//! "Which events happen, and how often" opens most product questions.
-//! DataFusion answers the grouping by copying each row's `event` text out of
-//! Parquet and hashing it. The store writes `event` dictionary-encoded (a
-//! few dozen names, files sorted by event), so this reads the column as
-//! dictionary keys, counts the keys in an array and looks the names up once
-//! a batch: no text is copied or hashed per row.
+//! "Which events happen, and how often" and "events per day" open most
+//! product questions. DataFusion answers both by grouping every row: it
+//! copies each `event` text out of Parquet and hashes it, or truncates and
+//! hashes each timestamp. The store knows more. It writes `event`
+//! dictionary-encoded (a few dozen names, files sorted by event), so names
+//! are counted by reading the column as dictionary keys, counting keys in
+//! an array and looking the names up once a batch. And each file holds one
+//! UTC day (the log records its first and last timestamp), so days are
+//! counted from the log's row counts without reading a file; a file that
+//! spans days (none the store writes) is read.
 //!
-//! [`CountEventsByCode`] rewrites an aggregate whose only grouping key is
-//! the stored `events.event` and whose aggregates are all `count(*)`, read
-//! straight from the scan (an alias allowed; no filter, no limit), into an
-//! [`EventCounts`] leaf. [`ExtensionsQueryPlanner`] plans that as
-//! [`EventCountsExec`], which counts the files of the snapshot the scan
-//! would have read, on `target_partitions` threads, and the buffered rows.
+//! [`CountEvents`] rewrites an aggregate over the stored `events`
+//! whose only grouping key is `event` or `date_trunc('day', timestamp)` and
+//! whose aggregates are all `count(*)`, read straight from the scan (an
+//! alias allowed; no filter, no limit), into an [`EventCounts`] leaf.
+//! [`ExtensionsQueryPlanner`] plans that as [`EventCountsExec`], which
+//! counts the snapshot the scan would have read, files and buffered rows.
 //! Anything else (a filter, `count(col)`, a second key) keeps DataFusion's
 //! plan.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -28,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
@@ -59,17 +64,28 @@ use plinth_store::provider::StoreTable;
 
 const EVENTS: &str = "events";
 const EVENT: &str = "event";
+const TIMESTAMP: &str = "timestamp";
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// What the events are counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CountKey {
+    /// `event`.
+    Name,
+    /// `date_trunc('day', timestamp)`, UTC.
+    Day,
+}
 
 /// Rows per batch read from a file: keys are 4 bytes, so large batches are cheap.
 const BATCH_ROWS: usize = 64 * 1024;
 
 /// The rule: see the module docs.
 #[derive(Debug, Default)]
-pub struct CountEventsByCode;
+pub struct CountEvents;
 
-impl OptimizerRule for CountEventsByCode {
+impl OptimizerRule for CountEvents {
     fn name(&self) -> &str {
-        "plinth_count_events_by_code"
+        "plinth_count_events"
     }
 
     fn apply_order(&self) -> Option<ApplyOrder> {
@@ -99,13 +115,11 @@ impl OptimizerRule for CountEventsByCode {
 
 /// The counts node for `aggregate`, if it has the shape of the module docs.
 fn event_counts(aggregate: &Aggregate) -> Option<EventCounts> {
-    let [Expr::Column(group)] = aggregate.group_expr.as_slice() else {
+    let [group] = aggregate.group_expr.as_slice() else {
         return None;
     };
-    if group.name != EVENT
-        || aggregate.aggr_expr.is_empty()
-        || !aggregate.aggr_expr.iter().all(is_count_star)
-    {
+    let key = count_key(group)?;
+    if aggregate.aggr_expr.is_empty() || !aggregate.aggr_expr.iter().all(is_count_star) {
         return None;
     }
     let scan = match aggregate.input.as_ref() {
@@ -123,8 +137,33 @@ fn event_counts(aggregate: &Aggregate) -> Option<EventCounts> {
     let table = provider.downcast_ref::<StoreTable>()?;
     (table.table().name() == EVENTS).then(|| EventCounts {
         table: table.clone(),
+        key,
         schema: aggregate.schema.clone(),
     })
+}
+
+/// The key a grouping expression counts by, if it is one of the two.
+fn count_key(group: &Expr) -> Option<CountKey> {
+    match group {
+        Expr::Column(column) if column.name == EVENT => Some(CountKey::Name),
+        // The store's timestamps are UTC, where a day starts every
+        // MICROS_PER_DAY since the epoch.
+        Expr::ScalarFunction(function) if function.func.name() == "date_trunc" => {
+            match function.args.as_slice() {
+                [Expr::Literal(part, _), Expr::Column(column)]
+                    if column.name == TIMESTAMP
+                        && part
+                            .try_as_str()
+                            .flatten()
+                            .is_some_and(|p| p.eq_ignore_ascii_case("day")) =>
+                {
+                    Some(CountKey::Day)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// `count(*)` (DataFusion plans it as `count(1)`) or `count` of any other
@@ -148,6 +187,7 @@ fn is_count_star(expr: &Expr) -> bool {
 #[derive(Clone)]
 pub struct EventCounts {
     table: StoreTable,
+    key: CountKey,
     schema: DFSchemaRef,
 }
 
@@ -159,7 +199,9 @@ impl fmt::Debug for EventCounts {
 
 impl PartialEq for EventCounts {
     fn eq(&self, other: &Self) -> bool {
-        self.table.table().name() == other.table.table().name() && self.schema == other.schema
+        self.table.table().name() == other.table.table().name()
+            && self.key == other.key
+            && self.schema == other.schema
     }
 }
 
@@ -168,6 +210,7 @@ impl Eq for EventCounts {}
 impl Hash for EventCounts {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.table.table().name().hash(state);
+        self.key.hash(state);
         self.schema.hash(state);
     }
 }
@@ -196,7 +239,12 @@ impl UserDefinedLogicalNodeCore for EventCounts {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "EventCounts: {}", self.table.table().name())
+        write!(
+            f,
+            "EventCounts: {} by {:?}",
+            self.table.table().name(),
+            self.key
+        )
     }
 
     fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
@@ -240,22 +288,24 @@ impl ExtensionPlanner for EventCountsPlanner {
         // The snapshot is taken when the plan is made, as the scan's is.
         Ok(Some(Arc::new(EventCountsExec::new(
             counts.table.table().view(),
+            counts.key,
             Arc::new(counts.schema.as_arrow().clone()),
             session.config().target_partitions(),
         ))))
     }
 }
 
-/// Counts the events of one table view by name; one partition, one batch.
+/// Counts the events of one table view by a key; one partition, one batch.
 #[derive(Debug)]
 pub struct EventCountsExec {
     view: Arc<TableView>,
+    key: CountKey,
     threads: usize,
     properties: Arc<PlanProperties>,
 }
 
 impl EventCountsExec {
-    fn new(view: TableView, schema: SchemaRef, threads: usize) -> EventCountsExec {
+    fn new(view: TableView, key: CountKey, schema: SchemaRef, threads: usize) -> EventCountsExec {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
             datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
@@ -264,6 +314,7 @@ impl EventCountsExec {
         );
         EventCountsExec {
             view: Arc::new(view),
+            key,
             threads: threads.max(1),
             properties: Arc::new(properties),
         }
@@ -274,7 +325,8 @@ impl DisplayAs for EventCountsExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "EventCountsExec: files={}, buffered_batches={}",
+            "EventCountsExec: by={:?}, files={}, buffered_batches={}",
+            self.key,
             self.view.snapshot.files.len(),
             self.view.buffered.len()
         )
@@ -314,11 +366,15 @@ impl ExecutionPlan for EventCountsExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.schema();
-        let (view, threads, output) = (self.view.clone(), self.threads, schema.clone());
+        let (view, key, threads, output) =
+            (self.view.clone(), self.key, self.threads, schema.clone());
         let batch = async move {
-            tokio::task::spawn_blocking(move || counts_batch(&view, threads, &output))
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
+            tokio::task::spawn_blocking(move || match key {
+                CountKey::Name => names_batch(&view, threads, &output),
+                CountKey::Day => days_batch(&view, &output),
+            })
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             schema,
@@ -339,23 +395,38 @@ fn add(counts: &mut Counts, name: Option<&str>, rows: i64) {
     }
 }
 
-/// The counts of `view` as one batch of `schema`: the name, then the count
-/// repeated for each `count(*)` of the query.
-fn counts_batch(view: &TableView, threads: usize, schema: &SchemaRef) -> Result<RecordBatch> {
-    let counts = count_view(view, threads)?;
-    let (names, rows): (Vec<Option<String>>, Vec<i64>) = counts.into_iter().unzip();
-    let names: ArrayRef = Arc::new(StringArray::from(names));
+/// The counts by name of `view` as one batch of `schema`.
+fn names_batch(view: &TableView, threads: usize, schema: &SchemaRef) -> Result<RecordBatch> {
+    let (names, rows): (Vec<Option<String>>, Vec<i64>) =
+        count_names(view, threads)?.into_iter().unzip();
+    counts_batch(Arc::new(StringArray::from(names)), rows, schema)
+}
+
+/// The counts by day of `view` as one batch of `schema`.
+fn days_batch(view: &TableView, schema: &SchemaRef) -> Result<RecordBatch> {
+    let (days, rows): (Vec<Option<i64>>, Vec<i64>) = count_days(view)?.into_iter().unzip();
+    let starts = days
+        .into_iter()
+        .map(|day| day.map(|day| day * MICROS_PER_DAY))
+        .collect::<TimestampMicrosecondArray>()
+        .with_timezone("UTC");
+    counts_batch(Arc::new(starts), rows, schema)
+}
+
+/// One batch of `schema`: the keys, then the counts repeated for each
+/// `count(*)` of the query.
+fn counts_batch(keys: ArrayRef, rows: Vec<i64>, schema: &SchemaRef) -> Result<RecordBatch> {
     let rows: ArrayRef = Arc::new(Int64Array::from(rows));
     let columns = schema
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, field)| cast(if i == 0 { &names } else { &rows }, field.data_type()))
+        .map(|(i, field)| cast(if i == 0 { &keys } else { &rows }, field.data_type()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn count_view(view: &TableView, threads: usize) -> Result<Counts> {
+fn count_names(view: &TableView, threads: usize) -> Result<Counts> {
     let files = &view.snapshot.files;
     let next = AtomicUsize::new(0);
     let partials: Vec<Result<Counts>> = std::thread::scope(|scope| {
@@ -457,4 +528,105 @@ fn count_keys(names: &DictionaryArray<Int32Type>, counts: &mut Counts) -> Result
         add(counts, None, nulls);
     }
     Ok(())
+}
+
+/// Rows by UTC day number: a file within one day counts from the log; any
+/// other file, and the buffered rows, by their timestamps.
+fn count_days(view: &TableView) -> Result<BTreeMap<Option<i64>, i64>> {
+    let mut days = BTreeMap::new();
+    let mut add_times = |times: &dyn Array| -> Result<()> {
+        let times = cast(times, &DataType::Int64)?;
+        for micros in times.as_primitive::<datafusion::arrow::datatypes::Int64Type>() {
+            *days
+                .entry(micros.map(|m| m.div_euclid(MICROS_PER_DAY)))
+                .or_insert(0) += 1;
+        }
+        Ok(())
+    };
+    let mut from_log = Vec::new();
+    for file in &view.snapshot.files {
+        let day = |micros: Option<i64>| micros.map(|m| m.div_euclid(MICROS_PER_DAY));
+        match (day(file.min_micros), day(file.max_micros)) {
+            (Some(first), Some(last)) if first == last => from_log.push((first, file.rows)),
+            _ => {
+                let path = view.table_dir.join(&file.path);
+                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?;
+                let index = reader.schema().index_of(TIMESTAMP)?;
+                let mask = ProjectionMask::roots(reader.parquet_schema(), [index]);
+                for batch in reader
+                    .with_projection(mask)
+                    .with_batch_size(BATCH_ROWS)
+                    .build()?
+                {
+                    add_times(batch?.column(0))?;
+                }
+            }
+        }
+    }
+    for batch in &view.buffered {
+        let times = batch
+            .column_by_name(TIMESTAMP)
+            .ok_or_else(|| DataFusionError::Internal("buffered events without timestamp".into()))?;
+        add_times(times)?;
+    }
+    for (day, rows) in from_log {
+        *days.entry(Some(day)).or_insert(0) += rows as i64;
+    }
+    Ok(days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::TimeUnit;
+    use plinth_store::log::{DataFile, Snapshot};
+
+    fn times(micros: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        )]));
+        let column = TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC");
+        RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap()
+    }
+
+    #[test]
+    fn days_count_from_the_log_and_read_only_files_that_span_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = MICROS_PER_DAY;
+        let spanning = times(&[2 * day - 1, 2 * day, 2 * day + 5]);
+        let (rows, bytes) = plinth_store::write_parquet_file(
+            dir.path(),
+            "spans.parquet",
+            &spanning.schema(),
+            &[spanning],
+        )
+        .unwrap();
+        let file = |path: &str, rows, bytes, first, last| DataFile {
+            path: path.into(),
+            rows,
+            bytes,
+            partition: None,
+            min_micros: Some(first),
+            max_micros: Some(last),
+        };
+        let view = TableView {
+            table_dir: dir.path().to_path_buf(),
+            snapshot: Arc::new(Snapshot {
+                files: vec![
+                    file("spans.parquet", rows, bytes, 2 * day - 1, 2 * day + 5),
+                    // Within one day: counted without being read (it does not exist).
+                    file("one-day.parquet", 40, 1, 5 * day + 1, 5 * day + 9),
+                ],
+                ..Snapshot::default()
+            }),
+            buffered: vec![times(&[5 * day, -1])],
+        };
+        let days = count_days(&view).unwrap();
+        assert_eq!(
+            days,
+            BTreeMap::from([(Some(-1), 1), (Some(1), 1), (Some(2), 2), (Some(5), 41)])
+        );
+    }
 }

@@ -161,7 +161,7 @@ impl Engine {
             .with_query_planner(Arc::new(event_counts::ExtensionsQueryPlanner))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
-        ctx.add_optimizer_rule(Arc::new(event_counts::CountEventsByCode));
+        ctx.add_optimizer_rule(Arc::new(event_counts::CountEvents));
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         aggregates::register(&ctx);
         ctx.register_udf(utc_date_trunc::UtcDateTrunc::udf());

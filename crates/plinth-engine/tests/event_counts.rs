@@ -1,6 +1,7 @@
-//! Events counted by name from the Parquet dictionary codes give the
-//! answers DataFusion's own grouping gives, over files and buffered rows,
-//! and only queries of that shape are counted that way.
+//! Events counted by name from the Parquet dictionary codes, and by day
+//! from the log, give the answers DataFusion's own grouping gives, over
+//! files and buffered rows, and only queries of those shapes are counted
+//! that way.
 
 mod common;
 
@@ -18,6 +19,7 @@ const COUNTED: &[&str] = &[
     "SELECT event, count(*) FROM events GROUP BY event ORDER BY event",
     "SELECT e.event, count(1) AS n, count(*) FROM events AS e GROUP BY e.event ORDER BY 1",
     "SELECT event, count(*) AS n FROM events GROUP BY event ORDER BY n DESC, event LIMIT 2",
+    "SELECT date_trunc('day', timestamp) AS day, count(*) FROM events GROUP BY day ORDER BY day",
 ];
 
 /// Not rewritten: each needs DataFusion's grouping.
@@ -26,6 +28,8 @@ const GROUPED: &[&str] = &[
     "SELECT event, count(*) FROM events WHERE distinct_id <> 'ann' GROUP BY event ORDER BY event",
     "SELECT event, distinct_id, count(*) FROM events GROUP BY event, distinct_id ORDER BY 1, 2",
     "SELECT event, count(DISTINCT 1) FROM events GROUP BY event ORDER BY event",
+    "SELECT date_trunc('day', timestamp) AS day, count(uuid) FROM events GROUP BY day ORDER BY day",
+    "SELECT date_trunc('hour', timestamp) AS h, count(*) FROM events GROUP BY h ORDER BY h LIMIT 1",
 ];
 
 fn engine_over(dir: &std::path::Path) -> (Arc<Store>, Ingestor, Engine) {
@@ -36,7 +40,7 @@ fn engine_over(dir: &std::path::Path) -> (Arc<Store>, Ingestor, Engine) {
 }
 
 #[tokio::test]
-async fn counts_by_code_equal_the_grouped_counts() {
+async fn counted_events_equal_the_grouped_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (store, ingestor, engine) = engine_over(dir.path());
     let day = 86_400_000_000;
@@ -81,6 +85,15 @@ async fn counts_by_code_equal_the_grouped_counts() {
     assert_eq!(rows(&engine, COUNTED[1]).await, twice);
     assert_eq!(rows(&engine, COUNTED[2]).await, ["viewed,19", "bought,17"]);
     assert_eq!(rows(&engine, GROUPED[0]).await, expected);
+    // By day: 20 of the first commit's events a day, the second's on the
+    // first two days, the buffered rows on the first.
+    let days = [
+        "1970-01-01T00:00:00Z,23",
+        "1970-01-02T00:00:00Z,21",
+        "1970-01-03T00:00:00Z,10",
+    ];
+    assert_eq!(rows(&engine, COUNTED[3]).await, days);
+    assert_eq!(rows(&engine, GROUPED[4]).await, days);
     for sql in COUNTED {
         let plan = plan(&engine, sql).await;
         assert!(plan.contains("EventCountsExec"), "{sql}\n{plan}");
