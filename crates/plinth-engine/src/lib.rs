@@ -5,8 +5,8 @@
 //! product-analytics aggregates of [`aggregates`]: `window_funnel` and
 //! `retention_periods`. Two optimizer rules answer common questions from
 //! what the store knows: grouping by person uses `person_num`
-//! ([`person_num_grouping`]) and counting events by name counts Parquet
-//! dictionary codes ([`event_counts`]).
+//! ([`person_num_grouping`]); counting events by name reads Parquet
+//! dictionary codes, and by day the log's row counts ([`event_counts`]).
 //!
 //! Every query gets its own [`SessionContext`] whose memory pool is the
 //! per-query limit (operators spill to disk beyond it) and whose plan is
