@@ -39,6 +39,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use plinth_store::{Store, TableProviderExt};
 use plinth_warehouse::{Version, Warehouse};
@@ -154,37 +155,45 @@ impl Engine {
             .with_information_schema(true)
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        let overrides = self
+            .person_overrides
+            .get(&self.store.persons)
+            .map_err(internal)?;
+        // person_id and person_num name persons one-to-one only without
+        // merge overrides and while every event has a number.
+        let one_to_one = overrides.is_empty()
+            && self
+                .store
+                .events
+                .never_null("person_num")
+                .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
+        let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = Vec::new();
+        if one_to_one {
+            rules.push(Arc::new(person_num_grouping::CountDistinctPersonNum));
+        }
+        rules.extend(Optimizer::new().rules);
+        rules.push(Arc::new(event_counts::CountEvents));
+        if one_to_one {
+            rules.push(Arc::new(person_num_grouping::GroupByPersonNum));
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_optimizer_rules(rules)
             .with_query_planner(Arc::new(event_counts::ExtensionsQueryPlanner))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
-        ctx.add_optimizer_rule(Arc::new(event_counts::CountEvents));
         datafusion_functions_json::register_all(&mut ctx).map_err(internal)?;
         aggregates::register(&ctx);
         ctx.register_udf(utc_date_trunc::UtcDateTrunc::udf());
+        person_overrides::register_events(&ctx, self.store.events.provider(), overrides)
+            .map_err(internal)?;
         for table in self.store.tables() {
-            if table.name() == "events" {
-                let overrides = self
-                    .person_overrides
-                    .get(&self.store.persons)
+            if table.name() != "events" {
+                ctx.register_table(table.name(), table.provider())
                     .map_err(internal)?;
-                // Only where person_id and person_num name persons one-to-one.
-                let one_to_one = overrides.is_empty()
-                    && table
-                        .never_null("person_num")
-                        .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
-                if one_to_one {
-                    ctx.add_optimizer_rule(Arc::new(person_num_grouping::GroupByPersonNum));
-                }
-                person_overrides::register_events(&ctx, table.provider(), overrides)
-                    .map_err(internal)?;
-                continue;
             }
-            ctx.register_table(table.name(), table.provider())
-                .map_err(internal)?;
         }
         Ok(ctx)
     }

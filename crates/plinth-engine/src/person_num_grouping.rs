@@ -15,7 +15,10 @@
 //! query never reads the grouped `person_id`, DataFusion's projection
 //! pruning drops the carried value and the column is not read at all.
 //!
-//! The engine adds the rule only to sessions where it holds: `events` is
+//! [`CountDistinctPersonNum`] likewise counts `count(DISTINCT person_id)`
+//! over `events` as `count(DISTINCT person_num)`.
+//!
+//! The engine adds the rules only to sessions where they hold: `events` is
 //! the stored table (no merge overrides) and no stored or buffered event
 //! lacks a number ([`plinth_store::Table::never_null`]).
 
@@ -25,6 +28,7 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
 use datafusion::datasource::source_as_provider;
 use datafusion::functions_aggregate::expr_fn::first_value;
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableScan,
 };
@@ -98,6 +102,85 @@ impl OptimizerRule for GroupByPersonNum {
             Projection::try_new(restored, Arc::new(LogicalPlan::Aggregate(regrouped)))?;
         Ok(Transformed::yes(LogicalPlan::Projection(projection)))
     }
+}
+
+/// `count(DISTINCT person_id)` over `events` counts `person_num` instead:
+/// the same number where the two name persons one-to-one, from an 8-byte
+/// column instead of 36-byte text. It must run before DataFusion's own
+/// rules, which turn a lone distinct count into one more grouping key.
+#[derive(Debug, Default)]
+pub struct CountDistinctPersonNum;
+
+impl OptimizerRule for CountDistinctPersonNum {
+    fn name(&self) -> &str {
+        "plinth_count_distinct_person_num"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        if !aggregate
+            .aggr_expr
+            .iter()
+            .any(|e| counted_person_id(e).is_some())
+        {
+            return Ok(Transformed::no(plan));
+        }
+        let Some(input) = with_person_num(&aggregate.input)? else {
+            return Ok(Transformed::no(plan));
+        };
+        let (qualifier, _) = input
+            .schema()
+            .qualified_field_with_unqualified_name(PERSON_NUM)?;
+        let person_num = Expr::Column(Column::new(qualifier.cloned(), PERSON_NUM));
+        let aggr_expr = aggregate
+            .aggr_expr
+            .iter()
+            .map(|expr| match counted_person_id(expr) {
+                // Under the original name, so nothing above changes.
+                Some(count) => Expr::AggregateFunction(AggregateFunction {
+                    func: count.func.clone(),
+                    params: AggregateFunctionParams {
+                        args: vec![person_num.clone()],
+                        ..count.params.clone()
+                    },
+                })
+                .alias(expr.schema_name().to_string()),
+                None => expr.clone(),
+            })
+            .collect();
+        let recounted =
+            Aggregate::try_new(Arc::new(input), aggregate.group_expr.clone(), aggr_expr)?;
+        if recounted.schema.fields() != aggregate.schema.fields() {
+            return Ok(Transformed::no(plan));
+        }
+        Ok(Transformed::yes(LogicalPlan::Aggregate(recounted)))
+    }
+}
+
+/// The count, if `expr` is `count(DISTINCT person_id)` (any filter).
+fn counted_person_id(expr: &Expr) -> Option<&AggregateFunction> {
+    let Expr::AggregateFunction(count) = expr else {
+        return None;
+    };
+    let counts_person_id = count.func.name() == "count"
+        && count.params.distinct
+        && count.params.order_by.is_empty()
+        && matches!(count.params.args.as_slice(), [Expr::Column(c)] if c.name == PERSON_ID);
+    counts_person_id.then_some(count)
 }
 
 /// `input` rebuilt so that its output has the events' `person_num` (and

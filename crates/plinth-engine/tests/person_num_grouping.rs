@@ -19,6 +19,12 @@ const FUNNEL: &str = "SELECT level, count(*) FROM (
     FROM events WHERE event IN ('viewed', 'bought') GROUP BY person_id)
   GROUP BY level ORDER BY level";
 
+/// Persons per event; the distinct count is a grouping key once DataFusion
+/// has planned it.
+const DISTINCT_PERSONS: &str = "SELECT event, count(DISTINCT person_id) AS persons,
+  count(DISTINCT person_id) FILTER (WHERE distinct_id <> 'ann') AS others
+  FROM events WHERE timestamp > TIMESTAMP '1970-01-01T00:00:00Z' GROUP BY event ORDER BY event";
+
 const PER_PERSON: &str = "SELECT e.person_id, count(*), min(e.distinct_id)
   FROM events AS e GROUP BY e.person_id ORDER BY 3";
 
@@ -70,6 +76,15 @@ async fn numbered_events_group_persons_by_number_with_the_same_answers() {
         ]
     );
 
+    // Distinct persons are counted by number, without reading person_id.
+    let distinct = plan(&engine, DISTINCT_PERSONS).await;
+    assert!(distinct.contains("person_num"), "{distinct}");
+    assert!(!distinct.contains("person_id@"), "{distinct}");
+    assert_eq!(
+        rows(&engine, DISTINCT_PERSONS).await,
+        ["bought,2,1", "viewed,3,2"]
+    );
+
     // Other groupings are left as they are.
     let two_keys = plan(
         &engine,
@@ -115,4 +130,12 @@ async fn an_event_without_a_number_keeps_the_grouping_by_id() {
         .map(|row| row.split(',').nth(1).unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(people, 5, "{levels:?}");
+    // And distinct persons by id: the two unnumbered ones count (their
+    // copied distinct_id is ann's, so the filtered count leaves them out).
+    let distinct = plan(&engine, DISTINCT_PERSONS).await;
+    assert!(!distinct.contains("person_num"), "{distinct}");
+    assert_eq!(
+        rows(&engine, DISTINCT_PERSONS).await,
+        ["bought,2,1", "viewed,5,2"]
+    );
 }
