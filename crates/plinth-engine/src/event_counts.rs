@@ -37,7 +37,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchemaRef, DataFusionError, Result};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::QueryPlanner;
@@ -48,8 +48,6 @@ use datafusion::logical_expr::{
     Aggregate, Expr, Extension, LogicalPlan, SubqueryAlias, UserDefinedLogicalNode,
     UserDefinedLogicalNodeCore,
 };
-use datafusion::optimizer::optimizer::ApplyOrder;
-use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -61,6 +59,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use plinth_store::TableView;
 use plinth_store::provider::StoreTable;
+
+use crate::aggregate_rule::AggregateRewrite;
 
 const EVENTS: &str = "events";
 const EVENT: &str = "event";
@@ -83,33 +83,15 @@ const BATCH_ROWS: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct CountEvents;
 
-impl OptimizerRule for CountEvents {
-    fn name(&self) -> &str {
-        "plinth_count_events"
-    }
+impl AggregateRewrite for CountEvents {
+    const NAME: &'static str = "plinth_count_events";
 
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn supports_rewrite(&self) -> bool {
-        true
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
-        match event_counts(aggregate) {
-            Some(node) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+    fn rewrite_aggregate(&self, aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
+        Ok(event_counts(aggregate).map(|node| {
+            LogicalPlan::Extension(Extension {
                 node: Arc::new(node),
-            }))),
-            None => Ok(Transformed::no(plan)),
-        }
+            })
+        }))
     }
 }
 

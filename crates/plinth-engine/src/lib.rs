@@ -21,6 +21,7 @@
 //! This crate knows nothing of HTTP, users or keys: callers say what a query
 //! may do.
 
+mod aggregate_rule;
 pub mod aggregates;
 mod event_counts;
 pub mod format;
@@ -43,6 +44,8 @@ use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use plinth_store::{Store, TableProviderExt};
 use plinth_warehouse::{Version, Warehouse};
+
+use crate::aggregate_rule::AggregateRule;
 
 /// Limits that bound every query.
 #[derive(Debug, Clone)]
@@ -169,12 +172,16 @@ impl Engine {
                 .map_err(|e| QueryError::Internal(format!("{e:#}")))?;
         let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = Vec::new();
         if one_to_one {
-            rules.push(Arc::new(person_num_grouping::CountDistinctPersonNum));
+            rules.push(Arc::new(AggregateRule(
+                person_num_grouping::CountDistinctPersonNum,
+            )));
         }
         rules.extend(Optimizer::new().rules);
-        rules.push(Arc::new(event_counts::CountEvents));
+        rules.push(Arc::new(AggregateRule(event_counts::CountEvents)));
         if one_to_one {
-            rules.push(Arc::new(person_num_grouping::GroupByPersonNum));
+            rules.push(Arc::new(AggregateRule(
+                person_num_grouping::GroupByPersonNum,
+            )));
         }
         let state = SessionStateBuilder::new()
             .with_config(config)

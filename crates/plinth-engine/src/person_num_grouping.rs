@@ -24,7 +24,6 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result};
 use datafusion::datasource::source_as_provider;
 use datafusion::functions_aggregate::expr_fn::first_value;
@@ -32,9 +31,9 @@ use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams}
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, LogicalPlan, Projection, SubqueryAlias, TableScan,
 };
-use datafusion::optimizer::optimizer::ApplyOrder;
-use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use plinth_store::provider::StoreTable;
+
+use crate::aggregate_rule::AggregateRewrite;
 
 /// The events table's name and the columns the rule trades.
 const EVENTS: &str = "events";
@@ -47,40 +46,19 @@ const CARRIED: &str = "__plinth_grouped_person_id";
 #[derive(Debug, Default)]
 pub struct GroupByPersonNum;
 
-impl OptimizerRule for GroupByPersonNum {
-    fn name(&self) -> &str {
-        "plinth_group_by_person_num"
-    }
+impl AggregateRewrite for GroupByPersonNum {
+    const NAME: &'static str = "plinth_group_by_person_num";
 
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn supports_rewrite(&self) -> bool {
-        true
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
+    fn rewrite_aggregate(&self, aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         let [Expr::Column(person_id)] = aggregate.group_expr.as_slice() else {
-            return Ok(Transformed::no(plan));
+            return Ok(None);
         };
         if person_id.name != PERSON_ID {
-            return Ok(Transformed::no(plan));
+            return Ok(None);
         }
-        let Some(input) = with_person_num(&aggregate.input)? else {
-            return Ok(Transformed::no(plan));
+        let Some((input, person_num)) = input_with_person_num(&aggregate.input)? else {
+            return Ok(None);
         };
-        let (qualifier, _) = input
-            .schema()
-            .qualified_field_with_unqualified_name(PERSON_NUM)?;
-        let person_num = Column::new(qualifier.cloned(), PERSON_NUM);
 
         let mut aggr_expr = aggregate.aggr_expr.clone();
         aggr_expr.push(first_value(Expr::Column(person_id.clone()), vec![]).alias(CARRIED));
@@ -100,7 +78,7 @@ impl OptimizerRule for GroupByPersonNum {
             .collect();
         let projection =
             Projection::try_new(restored, Arc::new(LogicalPlan::Aggregate(regrouped)))?;
-        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+        Ok(Some(LogicalPlan::Projection(projection)))
     }
 }
 
@@ -111,41 +89,21 @@ impl OptimizerRule for GroupByPersonNum {
 #[derive(Debug, Default)]
 pub struct CountDistinctPersonNum;
 
-impl OptimizerRule for CountDistinctPersonNum {
-    fn name(&self) -> &str {
-        "plinth_count_distinct_person_num"
-    }
+impl AggregateRewrite for CountDistinctPersonNum {
+    const NAME: &'static str = "plinth_count_distinct_person_num";
 
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
-    }
-
-    fn supports_rewrite(&self) -> bool {
-        true
-    }
-
-    fn rewrite(
-        &self,
-        plan: LogicalPlan,
-        _config: &dyn OptimizerConfig,
-    ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Aggregate(aggregate) = &plan else {
-            return Ok(Transformed::no(plan));
-        };
+    fn rewrite_aggregate(&self, aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         if !aggregate
             .aggr_expr
             .iter()
             .any(|e| counted_person_id(e).is_some())
         {
-            return Ok(Transformed::no(plan));
+            return Ok(None);
         }
-        let Some(input) = with_person_num(&aggregate.input)? else {
-            return Ok(Transformed::no(plan));
+        let Some((input, person_num)) = input_with_person_num(&aggregate.input)? else {
+            return Ok(None);
         };
-        let (qualifier, _) = input
-            .schema()
-            .qualified_field_with_unqualified_name(PERSON_NUM)?;
-        let person_num = Expr::Column(Column::new(qualifier.cloned(), PERSON_NUM));
+        let person_num = Expr::Column(person_num);
         let aggr_expr = aggregate
             .aggr_expr
             .iter()
@@ -165,9 +123,9 @@ impl OptimizerRule for CountDistinctPersonNum {
         let recounted =
             Aggregate::try_new(Arc::new(input), aggregate.group_expr.clone(), aggr_expr)?;
         if recounted.schema.fields() != aggregate.schema.fields() {
-            return Ok(Transformed::no(plan));
+            return Ok(None);
         }
-        Ok(Transformed::yes(LogicalPlan::Aggregate(recounted)))
+        Ok(Some(LogicalPlan::Aggregate(recounted)))
     }
 }
 
@@ -181,6 +139,18 @@ fn counted_person_id(expr: &Expr) -> Option<&AggregateFunction> {
         && count.params.order_by.is_empty()
         && matches!(count.params.args.as_slice(), [Expr::Column(c)] if c.name == PERSON_ID);
     counts_person_id.then_some(count)
+}
+
+/// [`with_person_num`], with the `person_num` column of its output.
+fn input_with_person_num(input: &LogicalPlan) -> Result<Option<(LogicalPlan, Column)>> {
+    let Some(input) = with_person_num(input)? else {
+        return Ok(None);
+    };
+    let (qualifier, _) = input
+        .schema()
+        .qualified_field_with_unqualified_name(PERSON_NUM)?;
+    let person_num = Column::new(qualifier.cloned(), PERSON_NUM);
+    Ok(Some((input, person_num)))
 }
 
 /// `input` rebuilt so that its output has the events' `person_num` (and
