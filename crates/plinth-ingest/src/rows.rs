@@ -97,10 +97,9 @@ fn apply_identity(
     person
 }
 
-/// The order of `inputs` in an `events` file: by day, event, person number
-/// and time. Event names are ranked first, so the sort compares integers.
+/// The order of `inputs` in an `events` file: by partition day, event,
+/// person number and time. Event names are ranked first, so the sort compares integers.
 fn file_order(inputs: &[(&EventInput, i64)], persons: &[PersonRef]) -> Vec<usize> {
-    const MICROS_PER_DAY: i64 = 86_400_000_000;
     let mut names: Vec<&str> = inputs.iter().map(|(i, _)| i.event.as_str()).collect();
     names.sort_unstable();
     names.dedup();
@@ -112,7 +111,7 @@ fn file_order(inputs: &[(&EventInput, i64)], persons: &[PersonRef]) -> Vec<usize
         .map(|(index, ((input, _), person))| {
             let at = input.timestamp_micros;
             (
-                at.div_euclid(MICROS_PER_DAY),
+                plinth_store::partition_day(at),
                 rank[input.event.as_str()],
                 person.num,
                 at,

@@ -20,6 +20,17 @@ use crate::table::TableSpec;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// The partition (UTC day number since the epoch) a row with this
+/// partition timestamp is stored under; every file holds one.
+pub fn partition_day(micros: i64) -> i64 {
+    micros.div_euclid(MICROS_PER_DAY)
+}
+
+/// The first instant of partition `day`, in UTC microseconds.
+pub fn partition_start(day: i64) -> i64 {
+    day * MICROS_PER_DAY
+}
+
 /// Rows per Parquet row group: small enough that pruning skips work, large
 /// enough that scans stay sequential.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
@@ -54,7 +65,7 @@ pub(crate) fn write_files(
         let days: ArrayRef = Arc::new(
             micros
                 .iter()
-                .map(|m| m.map(|m| m.div_euclid(MICROS_PER_DAY)))
+                .map(|m| m.map(partition_day))
                 .collect::<datafusion::arrow::array::Int64Array>(),
         );
         sort_columns.push(days);
@@ -79,10 +90,9 @@ pub(crate) fn write_files(
                 .clone();
             let mut start = 0;
             while start < sorted.num_rows() {
-                let day = micros.value(start).div_euclid(MICROS_PER_DAY);
+                let day = partition_day(micros.value(start));
                 let mut end = start + 1;
-                while end < sorted.num_rows() && micros.value(end).div_euclid(MICROS_PER_DAY) == day
-                {
+                while end < sorted.num_rows() && partition_day(micros.value(end)) == day {
                     end += 1;
                 }
                 let slice = sorted.slice(start, end - start);
