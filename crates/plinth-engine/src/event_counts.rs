@@ -65,7 +65,6 @@ use crate::aggregate_rule::AggregateRewrite;
 const EVENTS: &str = "events";
 const EVENT: &str = "event";
 const TIMESTAMP: &str = "timestamp";
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// What the events are counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,8 +127,7 @@ fn event_counts(aggregate: &Aggregate) -> Option<EventCounts> {
 fn count_key(group: &Expr) -> Option<CountKey> {
     match group {
         Expr::Column(column) if column.name == EVENT => Some(CountKey::Name),
-        // The store's timestamps are UTC, where a day starts every
-        // MICROS_PER_DAY since the epoch.
+        // The store's timestamps are UTC, and it partitions them by UTC day.
         Expr::ScalarFunction(function) if function.func.name() == "date_trunc" => {
             match function.args.as_slice() {
                 [Expr::Literal(part, _), Expr::Column(column)]
@@ -164,8 +162,8 @@ fn is_count_star(expr: &Expr) -> bool {
         && matches!(params.args.as_slice(), [Expr::Literal(value, _)] if !value.is_null())
 }
 
-/// The logical leaf: the counts of the stored events by name, in the
-/// replaced aggregate's schema (the name, then one count per aggregate).
+/// The logical leaf: the counts of the stored events by name or by day, in
+/// the replaced aggregate's schema (the key, then one count per aggregate).
 #[derive(Clone)]
 pub struct EventCounts {
     table: StoreTable,
@@ -369,12 +367,7 @@ impl ExecutionPlan for EventCountsExec {
 type Counts = HashMap<Option<String>, i64>;
 
 fn add(counts: &mut Counts, name: Option<&str>, rows: i64) {
-    match counts.get_mut(&name.map(str::to_owned)) {
-        Some(total) => *total += rows,
-        None => {
-            counts.insert(name.map(str::to_owned), rows);
-        }
-    }
+    *counts.entry(name.map(str::to_owned)).or_insert(0) += rows;
 }
 
 /// The counts by name of `view` as one batch of `schema`.
@@ -389,7 +382,7 @@ fn days_batch(view: &TableView, schema: &SchemaRef) -> Result<RecordBatch> {
     let (days, rows): (Vec<Option<i64>>, Vec<i64>) = count_days(view)?.into_iter().unzip();
     let starts = days
         .into_iter()
-        .map(|day| day.map(|day| day * MICROS_PER_DAY))
+        .map(|day| day.map(plinth_store::partition_start))
         .collect::<TimestampMicrosecondArray>()
         .with_timezone("UTC");
     counts_batch(Arc::new(starts), rows, schema)
@@ -438,12 +431,16 @@ fn count_names(view: &TableView, threads: usize) -> Result<Counts> {
         let column = batch
             .column_by_name(EVENT)
             .ok_or_else(|| DataFusionError::Internal("buffered events without event".into()))?;
-        let names = cast(column, &DataType::Utf8)?;
-        for name in names.as_string::<i32>() {
-            add(&mut counts, name, 1);
-        }
+        // As a dictionary, each name is added once, not once a row.
+        let names = cast(column, &name_codes())?;
+        count_keys(names.as_dictionary::<Int32Type>(), &mut counts)?;
     }
     Ok(counts)
+}
+
+/// The type `event` is counted in: dictionary keys over the names.
+fn name_codes() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
 /// Adds the rows of one Parquet file, reading only `event`, as dictionary keys.
@@ -457,10 +454,7 @@ fn count_file(path: &Path, counts: &mut Counts) -> Result<()> {
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields[index] = fields[index].clone().with_data_type(DataType::Dictionary(
-        Box::new(DataType::Int32),
-        Box::new(DataType::Utf8),
-    ));
+    fields[index] = fields[index].clone().with_data_type(name_codes());
     let hint = Schema::new_with_metadata(fields, stored.schema().metadata().clone());
     let metadata = ArrowReaderMetadata::try_new(
         stored.metadata().clone(),
@@ -516,45 +510,43 @@ fn count_keys(names: &DictionaryArray<Int32Type>, counts: &mut Counts) -> Result
 /// other file, and the buffered rows, by their timestamps.
 fn count_days(view: &TableView) -> Result<BTreeMap<Option<i64>, i64>> {
     let mut days = BTreeMap::new();
-    let mut add_times = |times: &dyn Array| -> Result<()> {
-        let times = cast(times, &DataType::Int64)?;
-        for micros in times.as_primitive::<datafusion::arrow::datatypes::Int64Type>() {
-            *days
-                .entry(micros.map(|m| m.div_euclid(MICROS_PER_DAY)))
-                .or_insert(0) += 1;
-        }
-        Ok(())
-    };
-    let mut from_log = Vec::new();
     for file in &view.snapshot.files {
-        let day = |micros: Option<i64>| micros.map(|m| m.div_euclid(MICROS_PER_DAY));
-        match (day(file.min_micros), day(file.max_micros)) {
-            (Some(first), Some(last)) if first == last => from_log.push((first, file.rows)),
-            _ => {
-                let path = view.table_dir.join(&file.path);
-                let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?;
-                let index = reader.schema().index_of(TIMESTAMP)?;
-                let mask = ProjectionMask::roots(reader.parquet_schema(), [index]);
-                for batch in reader
-                    .with_projection(mask)
-                    .with_batch_size(BATCH_ROWS)
-                    .build()?
-                {
-                    add_times(batch?.column(0))?;
-                }
-            }
+        let first = file.min_micros.map(plinth_store::partition_day);
+        let last = file.max_micros.map(plinth_store::partition_day);
+        if first.is_some() && first == last {
+            *days.entry(first).or_insert(0) += file.rows as i64;
+            continue;
+        }
+        let path = view.table_dir.join(&file.path);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path)?)?;
+        let index = reader.schema().index_of(TIMESTAMP)?;
+        let mask = ProjectionMask::roots(reader.parquet_schema(), [index]);
+        for batch in reader
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()?
+        {
+            add_days(&mut days, batch?.column(0))?;
         }
     }
     for batch in &view.buffered {
         let times = batch
             .column_by_name(TIMESTAMP)
             .ok_or_else(|| DataFusionError::Internal("buffered events without timestamp".into()))?;
-        add_times(times)?;
-    }
-    for (day, rows) in from_log {
-        *days.entry(Some(day)).or_insert(0) += rows as i64;
+        add_days(&mut days, times)?;
     }
     Ok(days)
+}
+
+/// Adds a row to the day of each of `times`.
+fn add_days(days: &mut BTreeMap<Option<i64>, i64>, times: &dyn Array) -> Result<()> {
+    let times = cast(times, &DataType::Int64)?;
+    for micros in times.as_primitive::<datafusion::arrow::datatypes::Int64Type>() {
+        *days
+            .entry(micros.map(plinth_store::partition_day))
+            .or_insert(0) += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -576,7 +568,7 @@ mod tests {
     #[test]
     fn days_count_from_the_log_and_read_only_files_that_span_days() {
         let dir = tempfile::tempdir().unwrap();
-        let day = MICROS_PER_DAY;
+        let day = plinth_store::partition_start(1);
         let spanning = times(&[2 * day - 1, 2 * day, 2 * day + 5]);
         let (rows, bytes) = plinth_store::write_parquet_file(
             dir.path(),
