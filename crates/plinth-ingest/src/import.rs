@@ -28,7 +28,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
 
-use crate::rows::{EventInput, Ingestor, QuarantineInput};
+use crate::rows::{EventInput, EventRow, Ingestor, QuarantineInput};
 
 /// Rows per commit by default: large enough that files are not tiny, small
 /// enough to bound memory: up to three chunks are held at once (one being
@@ -137,12 +137,17 @@ pub fn import_file(
         // One chunk waits while another is committed: memory stays bounded
         // at about three chunks.
         let (chunks, committer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
+        // The memory of committed chunks goes back to hold later ones: new
+        // buffers are faulted in, and zeroed, page by page.
+        let (spares, committed) = std::sync::mpsc::channel::<Spare>();
         let committer = scope.spawn(move || -> Result<()> {
             let mut saved_at = std::time::Instant::now();
             // The checkpoint of the last chunk whose identities are not saved.
             let mut unsaved = None;
             for chunk in committer_chunks {
                 chunk.commit(ingestor)?;
+                // The reader may have finished.
+                let _ = spares.send(Spare::clear(chunk.text, chunk.events));
                 if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL {
                     ingestor.save_identities_with(&chunk.checkpoint)?;
                     saved_at = std::time::Instant::now();
@@ -156,19 +161,28 @@ pub fn import_file(
                 None => Ok(()),
             }
         });
-        let mut decode = |rows: RowChunk, end: u64| -> Result<String> {
+        let mut spare_texts = Vec::new();
+        let mut spare_parts = Vec::new();
+        let mut decode = |rows: RowChunk, end: u64| -> Result<Option<String>> {
+            for spare in committed.try_iter() {
+                spare_texts.push(spare.text);
+                spare_parts.extend(spare.parts);
+            }
             // Rows up to `done` are stored: only their identities count.
             let stored = rows.rows.partition_point(|(line, _)| *line <= done);
-            let replayed = decode_rows(&rows.text, &rows.rows[..stored], &display).0;
-            let (events, rejected) = decode_rows(&rows.text, &rows.rows[stored..], &display);
+            let replayed =
+                decode_rows(&rows.text, &rows.rows[..stored], &display, &mut Vec::new()).0;
+            let (events, rejected) =
+                decode_rows(&rows.text, &rows.rows[stored..], &display, &mut spare_parts);
             let rejected: Vec<QuarantineInput> = rejected
                 .into_iter()
                 .filter(|(line, _)| *line > quarantined_done)
                 .map(|(_, q)| q)
                 .collect();
-            report.events += events.len() as u64;
+            report.events += events.iter().map(Vec::len).sum::<usize>() as u64;
             report.quarantined += rejected.len() as u64;
             let chunk = DecodedChunk {
+                text: rows.text,
                 replayed,
                 stores_rows: end > done,
                 events,
@@ -180,9 +194,7 @@ pub fn import_file(
             chunks
                 .send(chunk)
                 .map_err(|_| anyhow::anyhow!("the committer stopped"))?;
-            let mut text = rows.text;
-            text.clear();
-            Ok(text)
+            Ok(spare_texts.pop())
         };
         let read = read_rows(
             path,
@@ -202,11 +214,14 @@ pub fn import_file(
 
 /// Parsed rows of one chunk, ready to commit.
 struct DecodedChunk {
+    /// The rows' text, which events' properties point into.
+    text: String,
     /// Stored events whose identities an interrupted run had not saved.
-    replayed: Vec<EventInput>,
+    replayed: Vec<Vec<DecodedEvent>>,
     /// Whether rows after the stored ones end in this chunk.
     stores_rows: bool,
-    events: Vec<EventInput>,
+    /// The events, in file order, in the parts the decoders made.
+    events: Vec<Vec<DecodedEvent>>,
     rejected: Vec<QuarantineInput>,
     checkpoint: BTreeMap<String, u64>,
 }
@@ -215,7 +230,7 @@ impl DecodedChunk {
     /// Replayed identities, then quarantined rows, then events, each commit
     /// carrying the chunk's checkpoint; persons are saved by the caller.
     fn commit(&self, ingestor: &Ingestor) -> Result<()> {
-        ingestor.apply_identities(&self.replayed);
+        ingestor.apply_identities(self.replayed.iter().flatten().map(|e| &e.input));
         if !self.stores_rows {
             return Ok(());
         }
@@ -226,10 +241,44 @@ impl DecodedChunk {
                 &self.checkpoint,
             )?;
         }
-        let batch = ingestor.events_batch(&self.events, now)?;
+        let rows: Vec<EventRow> = self
+            .events
+            .iter()
+            .flatten()
+            .map(|decoded| EventRow {
+                input: &decoded.input,
+                properties: match &decoded.properties {
+                    Some(range) => &self.text[range.clone()],
+                    None => &decoded.input.properties,
+                },
+                received_at_micros: now,
+            })
+            .collect();
+        let batch = ingestor.rows_batch(&rows)?;
         ingestor.store().events.append(&[batch], &self.checkpoint)?;
         Ok(())
     }
+}
+
+/// A committed chunk's buffers, emptied.
+struct Spare {
+    text: String,
+    parts: Vec<Vec<DecodedEvent>>,
+}
+
+impl Spare {
+    fn clear(mut text: String, mut parts: Vec<Vec<DecodedEvent>>) -> Spare {
+        text.clear();
+        parts.iter_mut().for_each(Vec::clear);
+        Spare { text, parts }
+    }
+}
+
+/// An event of a chunk and where its properties text is: a range of the
+/// chunk's text, or (`None`) the event's own, when the line was rewritten.
+struct DecodedEvent {
+    input: EventInput,
+    properties: Option<Range<usize>>,
 }
 
 /// The rows of one chunk, their text in one buffer: reading allocates once
@@ -293,7 +342,7 @@ fn take_rows(
 
 /// Reads the rows of `path` after the first `done`, handing them to
 /// `commit` every `commit_rows` rows with the number of the last row read;
-/// `commit` hands the chunk's text back, emptied, for reuse.
+/// `commit` may hand back the emptied text of an earlier chunk for reuse.
 fn read_rows(
     path: &Path,
     format: ImportFormat,
@@ -301,7 +350,7 @@ fn read_rows(
     commit_rows: usize,
     rows_read: &mut u64,
     progress: &dyn Fn(u64),
-    commit: &mut dyn FnMut(RowChunk, u64) -> Result<String>,
+    commit: &mut dyn FnMut(RowChunk, u64) -> Result<Option<String>>,
 ) -> Result<()> {
     let display = path.display();
     let mut chunk = RowChunk::default();
@@ -344,7 +393,7 @@ fn read_rows(
                 }
                 if full {
                     let rows = take_rows(&mut text, &mut line_start, &mut chunk, path, spare)?;
-                    spare = Some(commit(rows, line_number)?);
+                    spare = commit(rows, line_number)?;
                     continue;
                 }
                 if at_end {
@@ -414,12 +463,15 @@ fn checkpoint_key(path: &Path, metadata: &std::fs::Metadata) -> Result<String> {
     ))
 }
 
-/// Parses and normalises rows on every core; keeps file order.
+/// Parses and normalises rows on every core; keeps file order. The events
+/// stay in one part per core: joining them would copy every event again.
+/// Parts are filled from `spare_parts` while it has any.
 fn decode_rows(
     text: &str,
     rows: &[(u64, Range<usize>)],
     file: &str,
-) -> (Vec<EventInput>, Vec<(u64, QuarantineInput)>) {
+    spare_parts: &mut Vec<Vec<DecodedEvent>>,
+) -> (Vec<Vec<DecodedEvent>>, Vec<(u64, QuarantineInput)>) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -427,16 +479,19 @@ fn decode_rows(
     let received = chrono::Utc::now().timestamp_micros();
     let parts: Vec<_> = std::thread::scope(|scope| {
         rows.chunks(size)
-            .map(|part| scope.spawn(move || decode_part(text, part, file, received)))
+            .map(|part| {
+                let events = spare_parts.pop().unwrap_or_default();
+                scope.spawn(move || decode_part(text, part, file, received, events))
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .map(|h| h.join().expect("decoder thread"))
             .collect()
     });
-    let mut events = Vec::with_capacity(rows.len());
+    let mut events = Vec::with_capacity(parts.len());
     let mut rejected = Vec::new();
     for (part_events, part_rejected) in parts {
-        events.extend(part_events);
+        events.push(part_events);
         rejected.extend(part_rejected);
     }
     (events, rejected)
@@ -447,13 +502,24 @@ fn decode_part(
     rows: &[(u64, Range<usize>)],
     file: &str,
     received_at: i64,
-) -> (Vec<EventInput>, Vec<(u64, QuarantineInput)>) {
-    let mut events = Vec::with_capacity(rows.len());
+    mut events: Vec<DecodedEvent>,
+) -> (Vec<DecodedEvent>, Vec<(u64, QuarantineInput)>) {
+    events.reserve(rows.len());
     let mut rejected = Vec::new();
     for (line, range) in rows {
         let row = &text[range.clone()];
         match plinth_capture::normalize_json_text(row, received_at) {
-            Ok(event) => events.push(EventInput::from(event)),
+            Ok(event) => {
+                let (mut input, properties) = EventInput::split(event);
+                let properties = match within(text, &properties) {
+                    Some(range) => Some(range),
+                    None => {
+                        input.properties = properties.into_owned();
+                        None
+                    }
+                };
+                events.push(DecodedEvent { input, properties });
+            }
             Err(rejection) => rejected.push((
                 *line,
                 QuarantineInput {
@@ -465,6 +531,14 @@ fn decode_part(
         }
     }
     (events, rejected)
+}
+
+/// Where `part` lies in `text`, if it is a slice of it (the parser borrows
+/// from the line, or hands out a constant such as `{}`).
+fn within(text: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= text.len()).then_some(start..end)
 }
 
 fn read_tabular(
@@ -589,6 +663,43 @@ impl<R: Read> Read for CountingReader<'_, R> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn decoded_properties_point_into_the_line_or_are_the_events_own() {
+        let text = concat!(
+            r#"{"event":"a","distinct_id":"u","properties":{"plan":"pro"}}"#,
+            "\n",
+            r#"{"event":"b","distinct_id":"u"}"#,
+            "\n",
+            r#"{"event":"c","distinct_id":"u","sent_at":"2026-01-02T03:04:05Z"}"#,
+        );
+        let rows: Vec<(u64, Range<usize>)> = text
+            .split('\n')
+            .scan(0, |start, line| {
+                let range = *start..*start + line.len();
+                *start += line.len() + 1;
+                Some(range)
+            })
+            .zip(1..)
+            .map(|(range, line)| (line, range))
+            .collect();
+        let (events, rejected) = decode_part(text, &rows, "f", 0, Vec::new());
+        assert!(rejected.is_empty());
+        let properties: Vec<&str> = events
+            .iter()
+            .map(|e| match &e.properties {
+                Some(range) => &text[range.clone()],
+                None => e.input.properties.as_str(),
+            })
+            .collect();
+        assert_eq!(properties[0], r#"{"plan":"pro"}"#);
+        assert!(events[0].properties.is_some() && events[0].input.properties.is_empty());
+        // No properties: a constant `{}`, not a slice of the line.
+        assert_eq!((properties[1], &events[1].properties), ("{}", &None));
+        // The general way writes the properties out anew.
+        assert!(events[2].properties.is_none());
+        assert!(properties[2].starts_with('{'));
+    }
+
     /// Reads `text` as an NDJSON file after its first `done` lines; the rows
     /// with their line numbers, and the line each commit ended at.
     fn read_ndjson(text: &str, done: u64, commit_rows: usize) -> (Vec<(u64, String)>, Vec<u64>) {
@@ -602,10 +713,10 @@ mod tests {
                 rows.push((line, chunk.text[range].to_owned()));
             }
             ends.push(end);
-            // Handed back for reuse, as the import's decoder does.
+            // Handed back for reuse, as the import's committer does.
             let mut text = chunk.text;
             text.clear();
-            Ok(text)
+            Ok(Some(text))
         };
         read_rows(
             &path,
@@ -670,7 +781,7 @@ mod tests {
             10,
             &mut 0,
             &|_| {},
-            &mut |_, _| Ok(String::new()),
+            &mut |_, _| Ok(None),
         )
         .unwrap_err();
         assert!(

@@ -1,5 +1,6 @@
 //! Events in, Arrow rows of `events`, `persons` and `quarantine` out.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -39,22 +40,26 @@ pub struct EventInput {
 impl From<plinth_capture::NormalizedEvent> for EventInput {
     fn from(mut event: plinth_capture::NormalizedEvent) -> Self {
         let properties = Value::Object(std::mem::take(&mut event.properties)).to_string();
-        EventInput::from(plinth_capture::TextEvent {
+        let (mut input, _) = EventInput::split(plinth_capture::TextEvent {
             event,
-            properties: properties.into(),
-        })
+            properties: Cow::Borrowed(""),
+        });
+        input.properties = properties;
+        input
     }
 }
 
-impl From<plinth_capture::TextEvent<'_>> for EventInput {
-    fn from(text: plinth_capture::TextEvent<'_>) -> Self {
+impl EventInput {
+    /// The event read from text, with its properties text returned apart
+    /// and `properties` left empty.
+    pub fn split(text: plinth_capture::TextEvent<'_>) -> (EventInput, Cow<'_, str>) {
         let event = text.event;
         let merge_with = event
             .merge
             .map(|(a, b)| if a == event.distinct_id { b } else { a });
-        EventInput {
+        let input = EventInput {
             uuid: event.uuid,
-            properties: text.properties.into_owned(),
+            properties: String::new(),
             event: event.event,
             distinct_id: event.distinct_id,
             timestamp_micros: event.timestamp_micros,
@@ -68,6 +73,28 @@ impl From<plinth_capture::TextEvent<'_>> for EventInput {
                 group_key: group.group_key,
                 set: group.set,
             }),
+        };
+        (input, text.properties)
+    }
+}
+
+/// One row of an `events` batch: the event, its properties text and when
+/// it was received. The text is apart from the event so that an import can
+/// point it into the line it read instead of copying it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventRow<'a> {
+    pub input: &'a EventInput,
+    pub properties: &'a str,
+    pub received_at_micros: i64,
+}
+
+impl<'a> EventRow<'a> {
+    /// The row of an event that holds its own properties text.
+    pub fn new(input: &'a EventInput, received_at_micros: i64) -> EventRow<'a> {
+        EventRow {
+            input,
+            properties: &input.properties,
+            received_at_micros,
         }
     }
 }
@@ -99,8 +126,8 @@ fn apply_identity(
 
 /// The order of `inputs` in an `events` file: by partition day, event,
 /// person number and time. Event names are ranked first, so the sort compares integers.
-fn file_order(inputs: &[(&EventInput, i64)], persons: &[PersonRef]) -> Vec<usize> {
-    let mut names: Vec<&str> = inputs.iter().map(|(i, _)| i.event.as_str()).collect();
+fn file_order(inputs: &[EventRow], persons: &[PersonRef]) -> Vec<usize> {
+    let mut names: Vec<&str> = inputs.iter().map(|r| r.input.event.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let rank: HashMap<&str, usize> = names.iter().enumerate().map(|(r, n)| (*n, r)).collect();
@@ -108,7 +135,7 @@ fn file_order(inputs: &[(&EventInput, i64)], persons: &[PersonRef]) -> Vec<usize
         .iter()
         .zip(persons)
         .enumerate()
-        .map(|(index, ((input, _), person))| {
+        .map(|(index, (EventRow { input, .. }, person))| {
             let at = input.timestamp_micros;
             (
                 plinth_store::partition_day(at),
@@ -184,27 +211,32 @@ impl Ingestor {
     /// One `events` batch for several requests, each with the time it was
     /// received: a group commit of many small requests builds one batch,
     /// not one per request.
-    ///
-    /// Identities are applied in arrival order; the rows come out in the
-    /// order `events` files are sorted in (day, event, person number, time),
-    /// so that writing them needs no sort and no copy of the columns.
     pub fn requests_batch(&self, requests: &[(&[EventInput], i64)]) -> Result<RecordBatch> {
-        let inputs: Vec<(&EventInput, i64)> = requests
+        let rows: Vec<EventRow> = requests
             .iter()
-            .flat_map(|(events, at)| events.iter().map(move |event| (event, *at)))
+            .flat_map(|(events, at)| events.iter().map(move |event| EventRow::new(event, *at)))
             .collect();
+        self.rows_batch(&rows)
+    }
+
+    /// The `events` rows for `rows`.
+    ///
+    /// Identities are applied in the order of `rows`; the rows come out in
+    /// the order `events` files are sorted in (day, event, person number,
+    /// time), so that writing them needs no sort and no copy of the columns.
+    pub(crate) fn rows_batch(&self, inputs: &[EventRow]) -> Result<RecordBatch> {
         let persons: Vec<PersonRef> = {
             let mut identities = self.identities.lock().expect("identities lock");
             let mut groups = self.groups.lock().expect("groups lock");
             inputs
                 .iter()
-                .map(|(input, _)| apply_identity(&mut identities, &mut groups, input))
+                .map(|row| apply_identity(&mut identities, &mut groups, row.input))
                 .collect()
         };
-        let order = file_order(&inputs, &persons);
+        let order = file_order(inputs, &persons);
 
         let rows = inputs.len();
-        let bytes = |text: fn(&EventInput) -> usize| inputs.iter().map(|(i, _)| text(i)).sum();
+        let bytes = |text: fn(&EventInput) -> usize| inputs.iter().map(|r| text(r.input)).sum();
         let mut uuid = StringBuilder::with_capacity(rows, rows * 36);
         let mut event = StringBuilder::with_capacity(rows, bytes(|i| i.event.len()));
         let mut distinct_id = StringBuilder::with_capacity(rows, bytes(|i| i.distinct_id.len()));
@@ -215,12 +247,17 @@ impl Ingestor {
             rows,
             bytes(|i| i.session_id.as_ref().map_or(0, String::len)),
         );
-        let mut properties = StringBuilder::with_capacity(rows, bytes(|i| i.properties.len()));
+        let mut properties =
+            StringBuilder::with_capacity(rows, inputs.iter().map(|r| r.properties.len()).sum());
         let mut lib =
             StringBuilder::with_capacity(rows, bytes(|i| i.lib.as_ref().map_or(0, String::len)));
         let mut person_num = Int64Builder::with_capacity(rows);
         for index in order {
-            let (input, received_at_micros) = inputs[index];
+            let EventRow {
+                input,
+                properties: properties_text,
+                received_at_micros,
+            } = inputs[index];
             let person = &persons[index];
             match &input.uuid {
                 Some(id) => uuid.append_value(id),
@@ -233,7 +270,7 @@ impl Ingestor {
             timestamp.append_value(input.timestamp_micros);
             received.append_value(received_at_micros);
             session.append_option(input.session_id.as_deref());
-            properties.append_value(&input.properties);
+            properties.append_value(properties_text);
             lib.append_option(input.lib.as_deref());
         }
         let columns: Vec<Arc<dyn Array>> = vec![
@@ -257,7 +294,7 @@ impl Ingestor {
     /// Applies what `events` say of persons and groups, building no rows:
     /// recovery uses it for logged events already in Parquet. Applying the
     /// same events again in log order leaves the same persons and groups.
-    pub fn apply_identities(&self, events: &[EventInput]) {
+    pub fn apply_identities<'a>(&self, events: impl IntoIterator<Item = &'a EventInput>) {
         let mut identities = self.identities.lock().expect("identities lock");
         let mut groups = self.groups.lock().expect("groups lock");
         for input in events {
