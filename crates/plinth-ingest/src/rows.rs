@@ -52,7 +52,7 @@ impl From<plinth_capture::NormalizedEvent> for EventInput {
 impl EventInput {
     /// The event read from text, with its properties text returned apart
     /// and `properties` left empty.
-    pub fn split(text: plinth_capture::TextEvent<'_>) -> (EventInput, Cow<'_, str>) {
+    pub(crate) fn split(text: plinth_capture::TextEvent<'_>) -> (EventInput, Cow<'_, str>) {
         let event = text.event;
         let merge_with = event
             .merge
