@@ -40,12 +40,7 @@ pub struct EventInput {
 impl From<plinth_capture::NormalizedEvent> for EventInput {
     fn from(mut event: plinth_capture::NormalizedEvent) -> Self {
         let properties = Value::Object(std::mem::take(&mut event.properties)).to_string();
-        let (mut input, _) = EventInput::split(plinth_capture::TextEvent {
-            event,
-            properties: Cow::Borrowed(""),
-        });
-        input.properties = properties;
-        input
+        EventInput::with_properties(event, properties)
     }
 }
 
@@ -53,13 +48,21 @@ impl EventInput {
     /// The event read from text, with its properties text returned apart
     /// and `properties` left empty.
     pub(crate) fn split(text: plinth_capture::TextEvent<'_>) -> (EventInput, Cow<'_, str>) {
-        let event = text.event;
+        (
+            EventInput::with_properties(text.event, String::new()),
+            text.properties,
+        )
+    }
+
+    /// `event` with `properties` as its properties text (`event.properties`
+    /// is not read).
+    fn with_properties(event: plinth_capture::NormalizedEvent, properties: String) -> EventInput {
         let merge_with = event
             .merge
             .map(|(a, b)| if a == event.distinct_id { b } else { a });
-        let input = EventInput {
+        EventInput {
             uuid: event.uuid,
-            properties: String::new(),
+            properties,
             event: event.event,
             distinct_id: event.distinct_id,
             timestamp_micros: event.timestamp_micros,
@@ -73,8 +76,7 @@ impl EventInput {
                 group_key: group.group_key,
                 set: group.set,
             }),
-        };
-        (input, text.properties)
+        }
     }
 }
 
@@ -125,21 +127,34 @@ fn apply_identity(
 }
 
 /// The order of `inputs` in an `events` file: by partition day, event,
-/// person number and time. Event names are ranked first, so the sort compares integers.
+/// person number and time. Event names are ranked first, so the sort
+/// compares integers; each row's name is hashed once, and only the
+/// distinct names are sorted.
 fn file_order(inputs: &[EventRow], persons: &[PersonRef]) -> Vec<usize> {
-    let mut names: Vec<&str> = inputs.iter().map(|r| r.input.event.as_str()).collect();
+    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    let seen: Vec<usize> = inputs
+        .iter()
+        .map(|row| {
+            let next = first_seen.len();
+            *first_seen.entry(row.input.event.as_str()).or_insert(next)
+        })
+        .collect();
+    let mut names: Vec<(&str, usize)> = first_seen.into_iter().collect();
     names.sort_unstable();
-    names.dedup();
-    let rank: HashMap<&str, usize> = names.iter().enumerate().map(|(r, n)| (*n, r)).collect();
+    let mut rank = vec![0; names.len()];
+    for (position, (_, seen)) in names.into_iter().enumerate() {
+        rank[seen] = position;
+    }
     let mut keys: Vec<(i64, usize, i64, i64, usize)> = inputs
         .iter()
         .zip(persons)
+        .zip(seen)
         .enumerate()
-        .map(|(index, (EventRow { input, .. }, person))| {
+        .map(|(index, ((EventRow { input, .. }, person), seen))| {
             let at = input.timestamp_micros;
             (
                 plinth_store::partition_day(at),
-                rank[input.event.as_str()],
+                rank[seen],
                 person.num,
                 at,
                 index,
@@ -392,6 +407,42 @@ pub fn quarantine_batch(items: &[QuarantineInput], received_at_micros: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_order_is_day_then_event_name_then_person_then_time() {
+        let day = 86_400_000_000;
+        // (event, person number, time), in arrival order.
+        let rows = [
+            ("b", 1, day + 5),
+            ("a", 2, 7),
+            ("b", 1, 3),
+            ("a", 1, 9),
+            ("c", 0, 1),
+            ("a", 1, 8),
+            ("a", 0, day),
+        ];
+        let inputs: Vec<EventInput> = rows
+            .iter()
+            .map(|&(event, _, at)| EventInput {
+                event: event.into(),
+                timestamp_micros: at,
+                ..EventInput::default()
+            })
+            .collect();
+        let persons: Vec<PersonRef> = rows
+            .iter()
+            .map(|&(_, num, _)| PersonRef {
+                id: num.to_string().into(),
+                num,
+            })
+            .collect();
+        let event_rows: Vec<EventRow> = inputs.iter().map(|i| EventRow::new(i, 0)).collect();
+        let order = file_order(&event_rows, &persons);
+        let mut expected: Vec<usize> = (0..rows.len()).collect();
+        expected.sort_by_key(|&i| (rows[i].2 / day, rows[i].0, rows[i].1, rows[i].2));
+        assert_eq!(order, expected);
+        assert_eq!(order, [5, 3, 1, 2, 4, 6, 0]);
+    }
 
     #[test]
     fn new_event_ids_are_unique_time_ordered_v7_uuids() {
