@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{Array, ArrayRef, TimestampMicrosecondArray, UInt32Array};
 use datafusion::arrow::compute::{
-    LexicographicalComparator, SortColumn, concat_batches, max, min, take,
+    LexicographicalComparator, SortColumn, cast, concat_batches, max, min, take,
 };
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
+use datafusion::parquet::arrow::{ArrowWriter, add_encoded_arrow_schema_to_metadata};
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::parquet::schema::types::ColumnPath;
@@ -46,10 +47,19 @@ pub(crate) fn write_files(
     batches: &[RecordBatch],
 ) -> Result<Vec<DataFile>> {
     let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    if batches.is_empty() {
+    let Some(first) = batches.first() else {
         return Ok(vec![]);
-    }
-    let batch = concat_batches(&spec.schema, batches.iter().copied())?;
+    };
+    // Batches of one form are joined as they are; mixed forms as the table's.
+    let batch = if batches.iter().all(|b| b.schema() == first.schema()) {
+        concat_batches(&first.schema(), batches.iter().copied())?
+    } else {
+        let cast: Vec<RecordBatch> = batches
+            .iter()
+            .map(|b| as_table_schema(b, &spec.schema))
+            .collect::<Result<_>>()?;
+        concat_batches(&spec.schema, &cast)?
+    };
     let partition_micros = match spec.partition_column {
         Some(name) => Some(
             batch
@@ -192,6 +202,32 @@ fn sort_indices(columns: &[ArrayRef]) -> Result<Option<UInt32Array>> {
     Ok(Some(UInt32Array::from(order)))
 }
 
+/// Whether `batch` has the columns of `schema`, each of its type or, for
+/// `Utf8`, a `Utf8View`: a writer may point its strings into text it
+/// already holds instead of copying them.
+pub(crate) fn holds_table_schema(batch: &RecordBatch, schema: &SchemaRef) -> bool {
+    let fields = batch.schema_ref().fields();
+    fields.len() == schema.fields().len()
+        && fields.iter().zip(schema.fields()).all(|(given, table)| {
+            given.name() == table.name()
+                && given.is_nullable() == table.is_nullable()
+                && (given.data_type() == table.data_type()
+                    || (given.data_type() == &DataType::Utf8View
+                        && table.data_type() == &DataType::Utf8))
+        })
+}
+
+/// `batch` with its columns cast to `schema`'s types.
+fn as_table_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| cast(column, field.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 /// `YYYY-MM-DD` of a day number since the epoch.
 pub(crate) fn day_name(day: i64) -> String {
     let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
@@ -253,7 +289,18 @@ pub fn write_parquet_file(
     let folder = path.parent().expect("a file has a folder");
     fs::create_dir_all(folder)?;
     let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(parquet_properties()))?;
+    // The file's Arrow schema is the table's, also when the batches hold
+    // their strings as views: readers then see the types they always did.
+    let mut properties = parquet_properties();
+    add_encoded_arrow_schema_to_metadata(schema, &mut properties);
+    let batch_schema = match batches.first() {
+        Some(batch) if holds_table_schema(batch, schema) => batch.schema(),
+        _ => schema.clone(),
+    };
+    let options = ArrowWriterOptions::new()
+        .with_properties(properties)
+        .with_skip_arrow_metadata(true);
+    let mut writer = ArrowWriter::try_new_with_options(file, batch_schema, options)?;
     let mut rows = 0;
     for batch in batches {
         rows += batch.num_rows() as u64;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use datafusion::arrow::array::{
     Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use plinth_store::{Mode, Store, schema};
 
 const DAY: i64 = 86_400_000_000;
@@ -147,6 +148,52 @@ fn files_written_before_a_column_existed_read_it_as_null_and_compact() {
     let report = store.events.compact(1_000_000).unwrap();
     assert_eq!((report.files_before, report.files_after), (2, 1));
     assert_eq!(nums(store.events.read_all().unwrap()), (10, 10));
+}
+
+/// An appender may hand strings over as views of text it holds; the files
+/// are the table's all the same, their Arrow schema included.
+#[test]
+fn strings_appended_as_views_are_written_as_the_tables_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    let rows = events(0, 20, today());
+    let as_views: Vec<Arc<dyn Array>> = rows
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            DataType::Utf8 => cast(column, &DataType::Utf8View).unwrap(),
+            _ => column.clone(),
+        })
+        .collect();
+    let fields: Vec<Field> = schema::events()
+        .fields()
+        .iter()
+        .zip(&as_views)
+        .map(|(field, column)| {
+            field
+                .as_ref()
+                .clone()
+                .with_data_type(column.data_type().clone())
+        })
+        .collect();
+    let views = RecordBatch::try_new(Arc::new(Schema::new(fields)), as_views).unwrap();
+    store.events.append(&[views], &BTreeMap::new()).unwrap();
+
+    let file = &store.events.snapshot().files[0];
+    let path = dir.path().join("tables/events").join(&file.path);
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(path).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(reader.schema(), &schema::events());
+    assert_eq!(store.events.read_all().unwrap(), [rows]);
+
+    // A batch of other columns is still refused.
+    let other = Schema::new(vec![Field::new("uuid", DataType::Utf8View, false)]);
+    let wrong = RecordBatch::new_empty(Arc::new(other));
+    let error = store.events.append(&[wrong], &BTreeMap::new()).unwrap_err();
+    assert!(error.to_string().contains("does not match"), "{error}");
 }
 
 #[test]
