@@ -5,6 +5,7 @@
 //! `$group_*`); [`finish`] then reads the identity facts the same way for
 //! both.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -146,19 +147,27 @@ pub(crate) fn id_text(value: Option<&Value>) -> Option<String> {
         Value::Bool(b) => b.to_string(),
         _ => return None,
     };
-    Some(truncate_chars(text, MAX_ID_CHARS))
+    Some(truncate_id(Cow::Owned(text)).into_owned())
 }
 
-pub(crate) fn truncate_chars(text: String, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => text[..cut].to_owned(),
-        None => text,
+/// Truncates an id or event name to PostHog's 200 characters. A borrowed
+/// text stays borrowed, so that a line read as text is not copied.
+pub(crate) fn truncate_id(text: Cow<'_, str>) -> Cow<'_, str> {
+    let Some((cut, _)) = text.char_indices().nth(MAX_ID_CHARS) else {
+        return text;
+    };
+    match text {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[..cut]),
+        Cow::Owned(mut text) => {
+            text.truncate(cut);
+            Cow::Owned(text)
+        }
     }
 }
 
 /// Truncates an event name the way PostHog does.
 pub(crate) fn event_name(text: &str) -> String {
-    truncate_chars(text.to_owned(), MAX_ID_CHARS)
+    truncate_id(Cow::Borrowed(text)).into_owned()
 }
 
 fn is_placeholder(id: &str) -> bool {

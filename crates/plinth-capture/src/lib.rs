@@ -31,7 +31,7 @@ pub use error::{CaptureError, Limits};
 pub use event::{DecodedRequest, GroupIdentify, NormalizedEvent, Rejected};
 pub use posthog::decode_posthog;
 pub use segment::{SEGMENT_DEFAULT_GROUP_TYPE, decode_segment};
-pub use text::{TextEvent, normalize_json_text};
+pub use text::{IdentityFacts, TextEvent, normalize_json_text};
 
 /// Normalizes one event read from a file (an NDJSON line for `plinth import`).
 ///

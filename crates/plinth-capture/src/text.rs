@@ -1,15 +1,19 @@
 //! One event read from a line of JSON text, its properties kept as text.
 //!
-//! An import stores each event's properties as JSON text. Building a
-//! `serde_json::Value` tree of every line and writing the properties back
-//! out was most of an import's CPU, so events in PostHog's plain file shape
-//! (`uuid`, `event`, `distinct_id`, `timestamp`, `properties`, nothing else
-//! at the top) are read without the tree: the properties stay the client's
-//! text, and only the keys that identity facts come from are parsed. Those
-//! go through the same checks and the same [`crate::event::finish`] as any
-//! event, so both ways give the same event. Every other line (Segment,
-//! `sent_at`, top-level `$set`, a wrong type, a rejection) takes the general
-//! way, [`crate::normalize_json_event`].
+//! `plinth import` is CPU-bound in this reading. Building a
+//! `serde_json::Value` tree of each line, writing its properties back out
+//! and copying its strings was most of that CPU, so events in PostHog's
+//! plain file shape (`uuid`, `event`, `distinct_id`, `timestamp`,
+//! `properties`, nothing else at the top) are read without the tree: the
+//! properties stay the client's text, scanned only for `$session_id`,
+//! `$lib` and the keys identity facts come from. Nearly every such event
+//! has no identity facts and string values; it is read with the general
+//! way's rules ([`crate::event::id_text`], [`crate::timestamp::event_time`])
+//! into slices of the line, copying only strings that hold escapes. The
+//! others have just those keys normalized by [`crate::normalize_json_event`],
+//! so their identity facts are exactly its facts. Every other line
+//! (Segment, `sent_at`, top-level `$set`, a wrong type, a rejection) takes
+//! the general way, [`crate::normalize_json_event`].
 
 use std::borrow::Cow;
 
@@ -17,16 +21,60 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::event::{NormalizedEvent, Rejected};
+use crate::event::{self, GroupIdentify, NormalizedEvent, Rejected};
+use crate::timestamp;
 
-/// An event read from text; `event.properties` is empty and `properties`
-/// holds the whole object as JSON text.
+/// An event read from a line of text. Its text fields are slices of the
+/// line where the line holds them as they are (no escapes, no rewrite), so
+/// that an import can point its columns into the text it read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextEvent<'a> {
-    pub event: NormalizedEvent,
+    pub uuid: Option<Cow<'a, str>>,
+    pub event: Cow<'a, str>,
+    pub distinct_id: Cow<'a, str>,
+    /// UTC microseconds, after clock-skew correction.
+    pub timestamp_micros: i64,
+    pub session_id: Option<Cow<'a, str>>,
+    pub library: Option<Cow<'a, str>>,
     /// The properties object: the line's own text when the event was read
     /// in its plain shape, else written out compactly.
     pub properties: Cow<'a, str>,
+    /// What the event says of persons and groups; `None` when it says
+    /// nothing, as nearly all events do.
+    pub identity: Option<Box<IdentityFacts>>,
+}
+
+/// What one event says of persons and groups (see [`NormalizedEvent`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityFacts {
+    pub set: Option<Map<String, Value>>,
+    pub set_once: Option<Map<String, Value>>,
+    pub merge: Option<(String, String)>,
+    pub group: Option<GroupIdentify>,
+}
+
+impl TextEvent<'static> {
+    /// `event` with its properties written out as text (its `groups` are
+    /// in them).
+    pub fn from_normalized(mut event: NormalizedEvent) -> TextEvent<'static> {
+        let properties = Value::Object(std::mem::take(&mut event.properties)).to_string();
+        let facts = IdentityFacts {
+            set: event.set,
+            set_once: event.set_once,
+            merge: event.merge,
+            group: event.group,
+        };
+        TextEvent {
+            uuid: event.uuid.map(Cow::Owned),
+            event: Cow::Owned(event.event),
+            distinct_id: Cow::Owned(event.distinct_id),
+            timestamp_micros: event.timestamp_micros,
+            session_id: event.session_id.map(Cow::Owned),
+            library: event.library.map(Cow::Owned),
+            properties: Cow::Owned(properties),
+            identity: (facts != IdentityFacts::default()).then(|| Box::new(facts)),
+        }
+    }
 }
 
 /// [`crate::normalize_json_event`] for one line of JSON text. A line that is
@@ -39,60 +87,59 @@ pub fn normalize_json_text(text: &str, received_at_micros: i64) -> Result<TextEv
         reason: format!("not valid JSON: {e}"),
         raw: text.to_owned(),
     })?;
-    let mut event = crate::normalize_json_event(value, received_at_micros)?;
-    let properties = std::mem::take(&mut event.properties);
-    Ok(TextEvent {
-        event,
-        properties: Cow::Owned(Value::Object(properties).to_string()),
-    })
+    let event = crate::normalize_json_event(value, received_at_micros)?;
+    Ok(TextEvent::from_normalized(event))
 }
 
-/// The top level of a plain PostHog event; any other key makes the line
-/// take the general way.
+/// The top level of a plain PostHog event, each value left as its text;
+/// any other key, or a key given twice, makes the line take the general way.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlainEvent<'a> {
-    uuid: Option<Value>,
-    event: Value,
-    distinct_id: Value,
-    timestamp: Option<Value>,
+    #[serde(borrow)]
+    uuid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    distinct_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
     #[serde(borrow)]
     properties: Option<&'a RawValue>,
 }
 
-/// The properties that identity facts and the event's columns are read
-/// from (see [`crate::event::check_identity`] and [`crate::event::finish`]);
-/// the others are skipped unparsed.
+/// The properties that the event's columns (`$session_id`, `$lib`) and its
+/// identity facts (the others, see [`crate::event::check_identity`] and
+/// [`crate::event::finish`]) are read from; the rest are skipped.
 #[derive(Deserialize)]
-struct IdentityProperties {
-    #[serde(rename = "$session_id")]
-    session_id: Option<Value>,
-    #[serde(rename = "$lib")]
-    lib: Option<Value>,
-    #[serde(rename = "$set")]
-    set: Option<Value>,
-    #[serde(rename = "$set_once")]
-    set_once: Option<Value>,
-    #[serde(rename = "$anon_distinct_id")]
-    anon_distinct_id: Option<Value>,
-    alias: Option<Value>,
-    #[serde(rename = "$group_type")]
-    group_type: Option<Value>,
-    #[serde(rename = "$group_key")]
-    group_key: Option<Value>,
-    #[serde(rename = "$group_set")]
-    group_set: Option<Value>,
-    #[serde(rename = "$groups")]
-    groups: Option<Value>,
+struct PlainProperties<'a> {
+    #[serde(rename = "$session_id", borrow)]
+    session_id: Option<&'a RawValue>,
+    #[serde(rename = "$lib", borrow)]
+    lib: Option<&'a RawValue>,
+    #[serde(rename = "$set", borrow)]
+    set: Option<&'a RawValue>,
+    #[serde(rename = "$set_once", borrow)]
+    set_once: Option<&'a RawValue>,
+    #[serde(rename = "$anon_distinct_id", borrow)]
+    anon_distinct_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    alias: Option<&'a RawValue>,
+    #[serde(rename = "$group_type", borrow)]
+    group_type: Option<&'a RawValue>,
+    #[serde(rename = "$group_key", borrow)]
+    group_key: Option<&'a RawValue>,
+    #[serde(rename = "$group_set", borrow)]
+    group_set: Option<&'a RawValue>,
+    #[serde(rename = "$groups", borrow)]
+    groups: Option<&'a RawValue>,
 }
 
-impl IdentityProperties {
-    /// The properties present, as the map the general way would have built
-    /// had the event held no others.
-    fn into_map(self) -> Map<String, Value> {
+impl<'a> PlainProperties<'a> {
+    /// The properties identity facts come from, with their keys; `null`
+    /// reads as absent, which is what it means to those facts.
+    fn identity_keys(&self) -> [(&'static str, Option<&'a RawValue>); 8] {
         [
-            ("$session_id", self.session_id),
-            ("$lib", self.lib),
             ("$set", self.set),
             ("$set_once", self.set_once),
             ("$anon_distinct_id", self.anon_distinct_id),
@@ -102,9 +149,6 @@ impl IdentityProperties {
             ("$group_set", self.group_set),
             ("$groups", self.groups),
         ]
-        .into_iter()
-        .filter_map(|(key, value)| Some((key.to_owned(), value?)))
-        .collect()
     }
 }
 
@@ -117,32 +161,133 @@ fn read_plain(text: &str, received_at_micros: i64) -> Option<TextEvent<'_>> {
         return None;
     }
     let plain: PlainEvent = serde_json::from_str(text).ok()?;
+    // `null` reads as `None`.
     let properties_text = match plain.properties.map(RawValue::get) {
-        None | Some("null") => "{}",
+        None => "{}",
         Some(object) if object.starts_with('{') => object,
         Some(_) => return None,
     };
-    // Duplicate identity keys are an error here, where the general way
-    // keeps the last: such rare lines take that way.
-    let identity: IdentityProperties = serde_json::from_str(properties_text).ok()?;
-    let mut object = Map::new();
-    for (key, value) in [
-        ("uuid", plain.uuid),
-        ("event", Some(plain.event)),
-        ("distinct_id", Some(plain.distinct_id)),
-        ("timestamp", plain.timestamp),
-        ("properties", Some(Value::Object(identity.into_map()))),
-    ] {
-        if let Some(value) = value {
-            object.insert(key.to_owned(), value);
-        }
+    // Duplicate keys read here are an error, where the general way keeps
+    // the last: such rare lines take that way.
+    let properties: PlainProperties = serde_json::from_str(properties_text).ok()?;
+    read_direct(&plain, &properties, properties_text, received_at_micros)
+        .or_else(|| read_normalized(&plain, &properties, properties_text, received_at_micros))
+}
+
+/// Nearly every line: an event without identity facts whose values have
+/// the usual types, read with the general way's rules but without building
+/// any `Value`, and without copying strings that hold no escapes. `None`
+/// for any other line, including those the general way rejects.
+fn read_direct<'a>(
+    plain: &PlainEvent<'a>,
+    properties: &PlainProperties<'a>,
+    properties_text: &'a str,
+    received_at_micros: i64,
+) -> Option<TextEvent<'a>> {
+    if properties
+        .identity_keys()
+        .iter()
+        .any(|(_, raw)| raw.is_some())
+    {
+        return None;
     }
-    let mut event = crate::normalize_json_event(Value::Object(object), received_at_micros).ok()?;
-    event.properties = Map::new();
+    let event = id_string(plain.event?)?;
+    // The general way checks these events' identity properties.
+    if matches!(
+        event.as_ref(),
+        "$create_alias" | "$merge_dangerously" | "$groupidentify"
+    ) {
+        return None;
+    }
+    let distinct_id = id_string(plain.distinct_id?)?;
+    let uuid = match plain.uuid {
+        None => None,
+        Some(raw) => {
+            let uuid = json_text(raw)?;
+            (!uuid.trim().is_empty()).then(|| event::truncate_id(uuid))
+        }
+    };
+    let micros = match plain.timestamp {
+        None => received_at_micros,
+        Some(raw) => timestamp::parse_text(&json_text(raw)?)?,
+    };
+    let timestamp_micros = timestamp::check_range(i128::from(micros), received_at_micros).ok()?;
+    let column = |raw: Option<&'a RawValue>| json_text(raw?).filter(|text| !text.is_empty());
     Some(TextEvent {
+        uuid,
         event,
+        distinct_id,
+        timestamp_micros,
+        session_id: column(properties.session_id),
+        library: column(properties.lib),
         properties: Cow::Borrowed(properties_text),
+        identity: None,
     })
+}
+
+/// A line with identity facts or values of other types: the general way
+/// normalizes the event as if its properties held only the keys that
+/// matter, so the facts are read exactly as it reads them, and the
+/// properties stay the line's text. `None` if it rejects the event.
+fn read_normalized<'a>(
+    plain: &PlainEvent<'_>,
+    properties: &PlainProperties<'_>,
+    properties_text: &'a str,
+    received_at_micros: i64,
+) -> Option<TextEvent<'a>> {
+    let properties = object(
+        [
+            ("$session_id", properties.session_id),
+            ("$lib", properties.lib),
+        ]
+        .into_iter()
+        .chain(properties.identity_keys()),
+    )?;
+    let event = object([
+        ("uuid", plain.uuid),
+        ("event", plain.event),
+        ("distinct_id", plain.distinct_id),
+        ("timestamp", plain.timestamp),
+    ])?
+    .into_iter()
+    .chain([("properties".to_owned(), Value::Object(properties))])
+    .collect();
+    let event = crate::normalize_json_event(Value::Object(event), received_at_micros).ok()?;
+    Some(TextEvent {
+        properties: Cow::Borrowed(properties_text),
+        ..TextEvent::from_normalized(event)
+    })
+}
+
+/// The keys present, their values parsed.
+fn object<'a>(
+    pairs: impl IntoIterator<Item = (&'static str, Option<&'a RawValue>)>,
+) -> Option<Map<String, Value>> {
+    pairs
+        .into_iter()
+        .filter_map(|(key, raw)| Some((key, raw?)))
+        .map(|(key, raw)| Some((key.to_owned(), serde_json::from_str(raw.get()).ok()?)))
+        .collect()
+}
+
+/// An event name or id as [`crate::event::id_text`] reads a string: not
+/// blank, truncated to 200 characters. `None` for other values.
+fn id_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = json_text(raw)?;
+    (!text.trim().is_empty()).then(|| event::truncate_id(text))
+}
+
+/// The text of a JSON string: a slice of the line when it holds no escape
+/// (the parser checked it, so the slice is the text), else decoded. `None`
+/// for other values.
+fn json_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let quoted = raw.get();
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        serde_json::from_str(quoted).ok().map(Cow::Owned)
+    } else {
+        Some(Cow::Borrowed(inner))
+    }
 }
 
 /// Whether `text` holds a `\uD800`-`\uDFFF` escape (or text that looks like one).

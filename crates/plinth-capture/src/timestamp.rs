@@ -20,7 +20,7 @@ pub(crate) const MAX_FUTURE_MICROS: i64 = 23 * MICROS_PER_HOUR;
 /// JSON number of epoch milliseconds (JavaScript's `Date.now()`).
 pub(crate) fn parse_timestamp(value: &Value) -> Option<i64> {
     match value {
-        Value::String(text) => parse_text(text.trim()),
+        Value::String(text) => parse_text(text),
         Value::Number(number) => {
             let millis = number.as_f64()?;
             let micros = millis * MICROS_PER_MILLI as f64;
@@ -40,7 +40,9 @@ pub(crate) fn format_micros(micros: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_text(text: &str) -> Option<i64> {
+/// [`parse_timestamp`] of a JSON string.
+pub(crate) fn parse_text(text: &str) -> Option<i64> {
+    let text = text.trim();
     if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
         return Some(parsed.timestamp_micros());
     }
@@ -112,10 +114,16 @@ pub(crate) fn event_time(
             None => received,
         },
     };
+    check_range(micros, received_at)
+}
+
+/// `micros` as an event time received at `received_at`, or why it is
+/// unusable: before 1970 or more than 23 hours after reception.
+pub(crate) fn check_range(micros: i128, received_at: i64) -> Result<i64, String> {
     if micros < 0 {
         return Err(format!("timestamp before 1970: {}", render(micros)));
     }
-    if micros > received + i128::from(MAX_FUTURE_MICROS) {
+    if micros > i128::from(received_at) + i128::from(MAX_FUTURE_MICROS) {
         return Err(format!(
             "timestamp more than 23 hours after reception: {}",
             render(micros)

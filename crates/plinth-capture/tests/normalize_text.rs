@@ -6,7 +6,7 @@ mod common;
 use std::borrow::Cow;
 
 use common::micros;
-use plinth_capture::{normalize_json_event, normalize_json_text};
+use plinth_capture::{TextEvent, normalize_json_event, normalize_json_text};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -15,8 +15,11 @@ fn now() -> i64 {
 }
 
 /// Lines in PostHog's plain file shape, which are read without a tree.
+/// The first [`READ_IN_PLACE`] have no identity facts and no escapes, so
+/// none of their text is copied.
 const PLAIN: &[&str] = &[
     r#"{"uuid":"0190e0a4-0000-7000-8000-000000000009","event":"$pageview","distinct_id":"u1","timestamp":"2024-05-01T12:00:00Z","properties":{"$browser":"Chrome","$session_id":"s1","$lib":"web","plan":"pro"}}"#,
+    r#"{ "timestamp" : " 2024-05-01 12:00:00 ", "uuid" : "0190e0a4-0000-7000-8000-00000000000a", "distinct_id" : "Zoë", "event" : "Bestellung abgeschlossen ✓", "properties" : { "$lib" : "posthog-python", "nested" : {"$set": {"a": 1}}, "$session_id" : "0190e0a4-0000-7000-8000-00000000000b", "amount" : 12.5 } }"#,
     r#"{"event":"signed_up","distinct_id":"u1","timestamp":"2024-05-01T12:00:00.123456Z","properties":{"$set":{"email":"a@b.c"},"$set_once":{"first":"x"}}}"#,
     r#"{"event":"$identify","distinct_id":"user-1","properties":{"$anon_distinct_id":"anon-1"}}"#,
     r#"{"event":"$identify","distinct_id":"user-1","properties":{"$anon_distinct_id":"null"}}"#,
@@ -28,6 +31,8 @@ const PLAIN: &[&str] = &[
     r#"{ "event" : "spaced", "distinct_id" : "u", "properties" : { "a" : [1, {"b": null}], "s": "\u00e9\n\"q\"" } }"#,
     r#"{"event":"e","distinct_id":"u","properties":{"$session_id":"","$lib":5,"$set":"not an object"}}"#,
 ];
+
+const READ_IN_PLACE: usize = 2;
 
 /// Lines the general way reads: other shapes, or events it rejects.
 const GENERAL: &[&str] = &[
@@ -50,9 +55,9 @@ const GENERAL: &[&str] = &[
     r#"[1,2]"#,
 ];
 
-/// Both ways give the same event, properties equal as JSON; rejections
-/// give the same reason.
-fn assert_agrees(line: &str) -> Result<Cow<'_, str>, String> {
+/// Both ways give the same event, properties equal as JSON (the text way
+/// keeps the client's text); rejections give the same reason.
+fn assert_agrees(line: &str) -> Result<TextEvent<'_>, String> {
     let text = normalize_json_text(line, now());
     let tree = match serde_json::from_str::<Value>(line) {
         Ok(value) => normalize_json_event(value, now()),
@@ -63,15 +68,18 @@ fn assert_agrees(line: &str) -> Result<Cow<'_, str>, String> {
         }
     };
     match (text, tree) {
-        (Ok(text), Ok(mut tree)) => {
-            let properties: Value = serde_json::from_str(&text.properties).unwrap();
-            assert_eq!(
-                properties,
-                Value::Object(std::mem::take(&mut tree.properties)),
-                "{line}"
-            );
-            assert_eq!(text.event, tree, "{line}");
-            Ok(text.properties)
+        (Ok(text), Ok(tree)) => {
+            let tree = TextEvent::from_normalized(tree);
+            assert_eq!(text.uuid, tree.uuid, "{line}");
+            assert_eq!(text.event, tree.event, "{line}");
+            assert_eq!(text.distinct_id, tree.distinct_id, "{line}");
+            assert_eq!(text.timestamp_micros, tree.timestamp_micros, "{line}");
+            assert_eq!(text.session_id, tree.session_id, "{line}");
+            assert_eq!(text.library, tree.library, "{line}");
+            assert_eq!(text.identity, tree.identity, "{line}");
+            let parse = |properties: &str| serde_json::from_str::<Value>(properties).unwrap();
+            assert_eq!(parse(&text.properties), parse(&tree.properties), "{line}");
+            Ok(text)
         }
         (Err(text), Err(tree)) => {
             assert_eq!(text.reason, tree.reason, "{line}");
@@ -81,16 +89,40 @@ fn assert_agrees(line: &str) -> Result<Cow<'_, str>, String> {
     }
 }
 
+fn accepted(line: &str) -> TextEvent<'_> {
+    assert_agrees(line).unwrap_or_else(|reason| panic!("{line}: {reason}"))
+}
+
+#[allow(
+    clippy::ptr_arg,
+    reason = "it reads the variant, which a `&str` has not"
+)]
+fn is_borrowed(text: &Cow<'_, str>) -> bool {
+    matches!(text, Cow::Borrowed(_))
+}
+
 #[test]
 fn plain_lines_keep_their_properties_text() {
-    for line in PLAIN {
-        let properties = assert_agrees(line).unwrap_or_else(|reason| panic!("{line}: {reason}"));
+    for (at, line) in PLAIN.iter().enumerate() {
+        let event = accepted(line);
         assert!(
-            matches!(properties, Cow::Borrowed(_)),
+            is_borrowed(&event.properties),
             "{line} was read through the tree"
         );
         if line.contains("\"properties\":{") {
-            assert!(line.contains(properties.as_ref()), "{line}");
+            assert!(line.contains(event.properties.as_ref()), "{line}");
+        }
+        if at < READ_IN_PLACE {
+            let fields = [&event.event, &event.distinct_id, &event.properties];
+            let optional = [&event.uuid, &event.session_id, &event.library];
+            assert!(
+                fields
+                    .into_iter()
+                    .chain(optional.into_iter().flatten())
+                    .all(is_borrowed),
+                "{line} was copied: {event:?}"
+            );
+            assert!(optional.iter().all(|field| field.is_some()), "{line}");
         }
     }
 }
@@ -100,14 +132,58 @@ fn other_lines_are_read_the_general_way() {
     let mut rejected = 0;
     for line in GENERAL {
         match assert_agrees(line) {
-            Ok(properties) => assert!(
-                matches!(properties, Cow::Owned(_)),
+            Ok(event) => assert!(
+                !is_borrowed(&event.properties),
                 "{line} was read without the tree"
             ),
             Err(_) => rejected += 1,
         }
     }
     assert_eq!(rejected, 10, "the rejected lines of GENERAL");
+}
+
+#[test]
+fn escaped_strings_are_decoded() {
+    let line = r#"{"event":"sign\u0065d \"up\"","distinct_id":"us\\er","properties":{"$session_id":"s\/1","$lib":"web"}}"#;
+    let event = accepted(line);
+    assert_eq!(event.event, r#"signed "up""#);
+    assert_eq!(event.distinct_id, r"us\er");
+    assert_eq!(event.session_id.as_deref(), Some("s/1"));
+    assert_eq!(event.library.as_deref(), Some("web"));
+    assert!(!is_borrowed(&event.event) && !is_borrowed(&event.distinct_id));
+    assert!(!is_borrowed(event.session_id.as_ref().unwrap()));
+    assert!(is_borrowed(event.library.as_ref().unwrap()));
+}
+
+#[test]
+fn long_event_names_are_cut_in_place() {
+    let name = "é".repeat(250);
+    let line = format!(r#"{{"event":"{name}","distinct_id":"u"}}"#);
+    let event = accepted(&line);
+    assert_eq!(event.event, "é".repeat(200));
+    assert!(is_borrowed(&event.event));
+}
+
+#[test]
+fn empty_uuid_and_session_id_are_none() {
+    let line = r#"{"uuid":"","event":"e","distinct_id":"u","properties":{"$session_id":""}}"#;
+    let event = accepted(line);
+    assert_eq!(event.uuid, None);
+    assert_eq!(event.session_id, None);
+    assert!(is_borrowed(&event.event) && is_borrowed(&event.properties));
+    let line = r#"{"uuid":"  ","event":"e","distinct_id":"u","properties":{"$session_id":"s"}}"#;
+    assert_eq!(accepted(line).uuid, None);
+}
+
+#[test]
+fn set_is_an_identity_fact() {
+    let line = r#"{"event":"signed_up","distinct_id":"u1","properties":{"plan":"pro","$set":{"email":"a@b.c"}}}"#;
+    let identity = accepted(line).identity.expect("identity facts");
+    let set = serde_json::json!({"email": "a@b.c"});
+    assert_eq!(identity.set.map(Value::Object), Some(set));
+    assert_eq!(identity.set_once, None);
+    assert_eq!(identity.merge, None);
+    assert_eq!(identity.group, None);
 }
 
 /// JSON values of the kinds identity facts treat differently.
@@ -126,6 +202,9 @@ const VALUES: &[&str] = &[
     r#"{"company":"acme","n":2}"#,
     "[1]",
     r#""2024-05-01T12:00:00Z""#,
+    r#""2030-01-01T00:00:00Z""#,
+    r#""1969-12-31T23:59:59Z""#,
+    r#""\u0075\u0031""#,
 ];
 const EVENTS: &[&str] = &[
     r#""$identify""#,
@@ -133,6 +212,7 @@ const EVENTS: &[&str] = &[
     r#""$merge_dangerously""#,
     r#""$groupidentify""#,
     r#""$pageview""#,
+    r#""$create\u005falias""#,
 ];
 const PROPERTY_KEYS: &[&str] = &[
     "$session_id",

@@ -25,6 +25,16 @@ pub struct GroupUpdate {
     pub set: Map<String, Value>,
 }
 
+impl From<plinth_capture::GroupIdentify> for GroupUpdate {
+    fn from(group: plinth_capture::GroupIdentify) -> Self {
+        GroupUpdate {
+            group_type: group.group_type,
+            group_key: group.group_key,
+            set: group.set,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Group {
     properties: Map<String, Value>,

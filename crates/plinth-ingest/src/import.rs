@@ -28,7 +28,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
 
-use crate::rows::{EventInput, EventRow, Ingestor, QuarantineInput};
+use datafusion::arrow::buffer::Buffer;
+
+use crate::columns::EventColumns;
+use crate::rows::{Ingestor, QuarantineInput};
 
 /// Rows per commit by default: large enough that files are not tiny, small
 /// enough to bound memory: up to three chunks are held at once (one being
@@ -38,6 +41,12 @@ pub const DEFAULT_COMMIT_ROWS: usize = 1 << 19;
 
 /// How much of an NDJSON file is read at once.
 const NDJSON_BLOCK_BYTES: usize = 4 << 20;
+
+/// The most text a chunk holds: a chunk also ends here before
+/// `commit_rows`, which bounds memory for long lines and keeps offsets
+/// into a chunk's text within the 32 bits of an Arrow string view. A line
+/// longer than this is refused.
+pub(crate) const CHUNK_TEXT_BYTES: usize = 1 << 30;
 
 /// How often an import saves persons and groups, besides at its end.
 pub const IDENTITY_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -145,15 +154,15 @@ pub fn import_file(
             // The checkpoint of the last chunk whose identities are not saved.
             let mut unsaved = None;
             for chunk in committer_chunks {
-                chunk.commit(ingestor)?;
+                let checkpoint = chunk.checkpoint.clone();
                 // The reader may have finished.
-                let _ = spares.send(Spare::clear(chunk.text, chunk.events));
+                let _ = spares.send(chunk.commit(ingestor)?);
                 if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL {
-                    ingestor.save_identities_with(&chunk.checkpoint)?;
+                    ingestor.save_identities_with(&checkpoint)?;
                     saved_at = std::time::Instant::now();
                     unsaved = None;
                 } else {
-                    unsaved = Some(chunk.checkpoint);
+                    unsaved = Some(checkpoint);
                 }
             }
             match unsaved {
@@ -163,9 +172,9 @@ pub fn import_file(
         });
         let mut spare_texts = Vec::new();
         let mut spare_parts = Vec::new();
-        let mut decode = |rows: RowChunk, end: u64| -> Result<Option<String>> {
+        let mut decode = |rows: RowChunk, end: u64| -> Result<Option<Vec<u8>>> {
             for spare in committed.try_iter() {
-                spare_texts.push(spare.text);
+                spare_texts.extend(spare.text);
                 spare_parts.extend(spare.parts);
             }
             // Rows up to `done` are stored: only their identities count.
@@ -179,7 +188,7 @@ pub fn import_file(
                 .filter(|(line, _)| *line > quarantined_done)
                 .map(|(_, q)| q)
                 .collect();
-            report.events += events.iter().map(Vec::len).sum::<usize>() as u64;
+            report.events += events.iter().map(EventColumns::len).sum::<usize>() as u64;
             report.quarantined += rejected.len() as u64;
             let chunk = DecodedChunk {
                 text: rows.text,
@@ -214,14 +223,14 @@ pub fn import_file(
 
 /// Parsed rows of one chunk, ready to commit.
 struct DecodedChunk {
-    /// The rows' text, which events' properties point into.
+    /// The rows' text, which the events' strings point into.
     text: String,
     /// Stored events whose identities an interrupted run had not saved.
-    replayed: Vec<Vec<DecodedEvent>>,
+    replayed: Vec<EventColumns>,
     /// Whether rows after the stored ones end in this chunk.
     stores_rows: bool,
     /// The events, in file order, in the parts the decoders made.
-    events: Vec<Vec<DecodedEvent>>,
+    events: Vec<EventColumns>,
     rejected: Vec<QuarantineInput>,
     checkpoint: BTreeMap<String, u64>,
 }
@@ -229,56 +238,35 @@ struct DecodedChunk {
 impl DecodedChunk {
     /// Replayed identities, then quarantined rows, then events, each commit
     /// carrying the chunk's checkpoint; persons are saved by the caller.
-    fn commit(&self, ingestor: &Ingestor) -> Result<()> {
-        ingestor.apply_identities(self.replayed.iter().flatten().map(|e| &e.input));
-        if !self.stores_rows {
-            return Ok(());
+    /// Hands back the chunk's memory.
+    fn commit(self, ingestor: &Ingestor) -> Result<Spare> {
+        let text = Buffer::from_vec(self.text.into_bytes());
+        ingestor.apply_chunk_identities(&text, &self.replayed)?;
+        if self.stores_rows {
+            let now = chrono::Utc::now().timestamp_micros();
+            if !self.rejected.is_empty() {
+                ingestor.store().quarantine.append(
+                    &[crate::rows::quarantine_batch(&self.rejected, now)?],
+                    &self.checkpoint,
+                )?;
+            }
+            let batch = ingestor.chunk_batch(&text, &self.events, now)?;
+            ingestor.store().events.append(&[batch], &self.checkpoint)?;
         }
-        let now = chrono::Utc::now().timestamp_micros();
-        if !self.rejected.is_empty() {
-            ingestor.store().quarantine.append(
-                &[crate::rows::quarantine_batch(&self.rejected, now)?],
-                &self.checkpoint,
-            )?;
-        }
-        let rows: Vec<EventRow> = self
-            .events
-            .iter()
-            .flatten()
-            .map(|decoded| EventRow {
-                input: &decoded.input,
-                properties: match &decoded.properties {
-                    Some(range) => &self.text[range.clone()],
-                    None => &decoded.input.properties,
-                },
-                received_at_micros: now,
-            })
-            .collect();
-        let batch = ingestor.rows_batch(&rows)?;
-        ingestor.store().events.append(&[batch], &self.checkpoint)?;
-        Ok(())
+        let mut parts = self.events;
+        parts.extend(self.replayed);
+        Ok(Spare {
+            // The batch that shared the text is gone.
+            text: text.into_vec().ok(),
+            parts,
+        })
     }
 }
 
-/// A committed chunk's buffers, emptied.
+/// A committed chunk's buffers, to hold later chunks.
 struct Spare {
-    text: String,
-    parts: Vec<Vec<DecodedEvent>>,
-}
-
-impl Spare {
-    fn clear(mut text: String, mut parts: Vec<Vec<DecodedEvent>>) -> Spare {
-        text.clear();
-        parts.iter_mut().for_each(Vec::clear);
-        Spare { text, parts }
-    }
-}
-
-/// An event of a chunk and where its properties text is: a range of the
-/// chunk's text, or (`None`) the event's own, when the line was rewritten.
-struct DecodedEvent {
-    input: EventInput,
-    properties: Option<Range<usize>>,
+    text: Option<Vec<u8>>,
+    parts: Vec<EventColumns>,
 }
 
 /// The rows of one chunk, their text in one buffer: reading allocates once
@@ -314,10 +302,13 @@ fn take_rows(
     line_start: &mut usize,
     chunk: &mut RowChunk,
     path: &Path,
-    spare: Option<String>,
+    spare: Option<Vec<u8>>,
 ) -> Result<RowChunk> {
     let mut next = match spare {
-        Some(spare) => spare.into_bytes(),
+        Some(mut spare) => {
+            spare.clear();
+            spare
+        }
         None => Vec::with_capacity(text.capacity()),
     };
     next.extend_from_slice(&text[*line_start..]);
@@ -342,7 +333,7 @@ fn take_rows(
 
 /// Reads the rows of `path` after the first `done`, handing them to
 /// `commit` every `commit_rows` rows with the number of the last row read;
-/// `commit` may hand back the emptied text of an earlier chunk for reuse.
+/// `commit` may hand back the text of an earlier chunk for reuse.
 fn read_rows(
     path: &Path,
     format: ImportFormat,
@@ -350,7 +341,7 @@ fn read_rows(
     commit_rows: usize,
     rows_read: &mut u64,
     progress: &dyn Fn(u64),
-    commit: &mut dyn FnMut(RowChunk, u64) -> Result<Option<String>>,
+    commit: &mut dyn FnMut(RowChunk, u64) -> Result<Option<Vec<u8>>>,
 ) -> Result<()> {
     let display = path.display();
     let mut chunk = RowChunk::default();
@@ -386,7 +377,7 @@ fn read_rows(
                         }
                     }
                     line_start = end + 1;
-                    if chunk.rows.len() >= commit_rows {
+                    if chunk.rows.len() >= commit_rows || line_start >= CHUNK_TEXT_BYTES {
                         full = true;
                         break;
                     }
@@ -398,6 +389,13 @@ fn read_rows(
                 }
                 if at_end {
                     break;
+                }
+                if text.len() - line_start > CHUNK_TEXT_BYTES {
+                    bail!(
+                        "reading {display}: line {} is longer than {} MiB",
+                        line_number + 1,
+                        CHUNK_TEXT_BYTES >> 20
+                    );
                 }
                 if chunk.rows.is_empty() && line_start > 0 {
                     // Lines stored by an earlier run, or blank: not kept.
@@ -433,7 +431,7 @@ fn read_rows(
                     }
                     *rows_read += 1;
                     chunk.push(row_number, &object);
-                    if chunk.rows.len() >= commit_rows {
+                    if chunk.rows.len() >= commit_rows || chunk.text.len() >= CHUNK_TEXT_BYTES {
                         commit(take_chunk(&mut chunk), row_number)?;
                     }
                 }
@@ -470,8 +468,8 @@ fn decode_rows(
     text: &str,
     rows: &[(u64, Range<usize>)],
     file: &str,
-    spare_parts: &mut Vec<Vec<DecodedEvent>>,
-) -> (Vec<Vec<DecodedEvent>>, Vec<(u64, QuarantineInput)>) {
+    spare_parts: &mut Vec<EventColumns>,
+) -> (Vec<EventColumns>, Vec<(u64, QuarantineInput)>) {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -479,8 +477,11 @@ fn decode_rows(
     let received = chrono::Utc::now().timestamp_micros();
     let parts: Vec<_> = std::thread::scope(|scope| {
         rows.chunks(size)
-            .map(|part| {
-                let events = spare_parts.pop().unwrap_or_default();
+            .enumerate()
+            .map(|(index, part)| {
+                let mut events = spare_parts.pop().unwrap_or_default();
+                // Buffer 0 is the chunk's text.
+                events.reset(index as u32 + 1);
                 scope.spawn(move || decode_part(text, part, file, received, events))
             })
             .collect::<Vec<_>>()
@@ -502,24 +503,14 @@ fn decode_part(
     rows: &[(u64, Range<usize>)],
     file: &str,
     received_at: i64,
-    mut events: Vec<DecodedEvent>,
-) -> (Vec<DecodedEvent>, Vec<(u64, QuarantineInput)>) {
+    mut events: EventColumns,
+) -> (EventColumns, Vec<(u64, QuarantineInput)>) {
     events.reserve(rows.len());
     let mut rejected = Vec::new();
     for (line, range) in rows {
         let row = &text[range.clone()];
         match plinth_capture::normalize_json_text(row, received_at) {
-            Ok(event) => {
-                let (mut input, properties) = EventInput::split(event);
-                let properties = match within(text, &properties) {
-                    Some(range) => Some(range),
-                    None => {
-                        input.properties = properties.into_owned();
-                        None
-                    }
-                };
-                events.push(DecodedEvent { input, properties });
-            }
+            Ok(event) => events.push(text, event),
             Err(rejection) => rejected.push((
                 *line,
                 QuarantineInput {
@@ -531,14 +522,6 @@ fn decode_part(
         }
     }
     (events, rejected)
-}
-
-/// Where `part` lies in `text`, if it is a slice of it (the parser borrows
-/// from the line, or hands out a constant such as `{}`).
-fn within(text: &str, part: &str) -> Option<Range<usize>> {
-    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-    let end = start + part.len();
-    (end <= text.len()).then_some(start..end)
 }
 
 fn read_tabular(
@@ -663,43 +646,6 @@ impl<R: Read> Read for CountingReader<'_, R> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn decoded_properties_point_into_the_line_or_are_the_events_own() {
-        let text = concat!(
-            r#"{"event":"a","distinct_id":"u","properties":{"plan":"pro"}}"#,
-            "\n",
-            r#"{"event":"b","distinct_id":"u"}"#,
-            "\n",
-            r#"{"event":"c","distinct_id":"u","sent_at":"2026-01-02T03:04:05Z"}"#,
-        );
-        let rows: Vec<(u64, Range<usize>)> = text
-            .split('\n')
-            .scan(0, |start, line| {
-                let range = *start..*start + line.len();
-                *start += line.len() + 1;
-                Some(range)
-            })
-            .zip(1..)
-            .map(|(range, line)| (line, range))
-            .collect();
-        let (events, rejected) = decode_part(text, &rows, "f", 0, Vec::new());
-        assert!(rejected.is_empty());
-        let properties: Vec<&str> = events
-            .iter()
-            .map(|e| match &e.properties {
-                Some(range) => &text[range.clone()],
-                None => e.input.properties.as_str(),
-            })
-            .collect();
-        assert_eq!(properties[0], r#"{"plan":"pro"}"#);
-        assert!(events[0].properties.is_some() && events[0].input.properties.is_empty());
-        // No properties: a constant `{}`, not a slice of the line.
-        assert_eq!((properties[1], &events[1].properties), ("{}", &None));
-        // The general way writes the properties out anew.
-        assert!(events[2].properties.is_none());
-        assert!(properties[2].starts_with('{'));
-    }
-
     /// Reads `text` as an NDJSON file after its first `done` lines; the rows
     /// with their line numbers, and the line each commit ended at.
     fn read_ndjson(text: &str, done: u64, commit_rows: usize) -> (Vec<(u64, String)>, Vec<u64>) {
@@ -714,9 +660,7 @@ mod tests {
             }
             ends.push(end);
             // Handed back for reuse, as the import's committer does.
-            let mut text = chunk.text;
-            text.clear();
-            Ok(Some(text))
+            Ok(Some(chunk.text.into_bytes()))
         };
         read_rows(
             &path,

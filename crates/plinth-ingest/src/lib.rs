@@ -9,6 +9,7 @@
 //! cannot accept goes to `quarantine` with the reason.
 
 pub mod capture;
+mod columns;
 pub mod groups;
 pub mod identity;
 pub mod import;

@@ -1,6 +1,5 @@
 //! Events in, Arrow rows of `events`, `persons` and `quarantine` out.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -38,31 +37,12 @@ pub struct EventInput {
 }
 
 impl From<plinth_capture::NormalizedEvent> for EventInput {
-    fn from(mut event: plinth_capture::NormalizedEvent) -> Self {
-        let properties = Value::Object(std::mem::take(&mut event.properties)).to_string();
-        EventInput::with_properties(event, properties)
-    }
-}
-
-impl EventInput {
-    /// The event read from text, with its properties text returned apart
-    /// and `properties` left empty.
-    pub(crate) fn split(text: plinth_capture::TextEvent<'_>) -> (EventInput, Cow<'_, str>) {
-        (
-            EventInput::with_properties(text.event, String::new()),
-            text.properties,
-        )
-    }
-
-    /// `event` with `properties` as its properties text (`event.properties`
-    /// is not read).
-    fn with_properties(event: plinth_capture::NormalizedEvent, properties: String) -> EventInput {
-        let merge_with = event
-            .merge
-            .map(|(a, b)| if a == event.distinct_id { b } else { a });
+    fn from(event: plinth_capture::NormalizedEvent) -> Self {
+        let properties = Value::Object(event.properties).to_string();
         EventInput {
             uuid: event.uuid,
             properties,
+            merge_with: other_id(event.merge, &event.distinct_id),
             event: event.event,
             distinct_id: event.distinct_id,
             timestamp_micros: event.timestamp_micros,
@@ -70,33 +50,51 @@ impl EventInput {
             lib: event.library,
             set: event.set,
             set_once: event.set_once,
-            merge_with,
-            group: event.group.map(|group| GroupUpdate {
-                group_type: group.group_type,
-                group_key: group.group_key,
-                set: group.set,
-            }),
+            group: event.group.map(GroupUpdate::from),
         }
     }
 }
 
-/// One row of an `events` batch: the event, its properties text and when
-/// it was received. The text is apart from the event so that an import can
-/// point it into the line it read instead of copying it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct EventRow<'a> {
-    pub input: &'a EventInput,
-    pub properties: &'a str,
-    pub received_at_micros: i64,
+impl EventInput {
+    pub(crate) fn identity(&self) -> IdentityRef<'_> {
+        IdentityRef {
+            distinct_id: &self.distinct_id,
+            timestamp_micros: self.timestamp_micros,
+            merge_with: self.merge_with.as_deref(),
+            set: self.set.as_ref(),
+            set_once: self.set_once.as_ref(),
+            group: self.group.as_ref(),
+        }
+    }
 }
 
-impl<'a> EventRow<'a> {
-    /// The row of an event that holds its own properties text.
-    pub fn new(input: &'a EventInput, received_at_micros: i64) -> EventRow<'a> {
-        EventRow {
-            input,
-            properties: &input.properties,
-            received_at_micros,
+/// The id of a merge pair that is not the event's own.
+pub(crate) fn other_id(merge: Option<(String, String)>, distinct_id: &str) -> Option<String> {
+    merge.map(|(a, b)| if a == distinct_id { b } else { a })
+}
+
+/// What one event says of its person and groups.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdentityRef<'a> {
+    pub distinct_id: &'a str,
+    pub timestamp_micros: i64,
+    /// Another distinct id of the same person.
+    pub merge_with: Option<&'a str>,
+    pub set: Option<&'a Map<String, Value>>,
+    pub set_once: Option<&'a Map<String, Value>>,
+    pub group: Option<&'a GroupUpdate>,
+}
+
+impl<'a> IdentityRef<'a> {
+    /// An event that says nothing of persons but whose they are.
+    pub fn plain(distinct_id: &'a str, timestamp_micros: i64) -> IdentityRef<'a> {
+        IdentityRef {
+            distinct_id,
+            timestamp_micros,
+            merge_with: None,
+            set: None,
+            set_once: None,
+            group: None,
         }
     }
 }
@@ -106,37 +104,40 @@ impl<'a> EventRow<'a> {
 fn apply_identity(
     identities: &mut Identities,
     groups: &mut Groups,
-    input: &EventInput,
+    event: IdentityRef,
 ) -> PersonRef {
-    let person = match &input.merge_with {
-        Some(other) => identities.merge(other, &input.distinct_id, input.timestamp_micros),
-        None => identities.resolve(&input.distinct_id, input.timestamp_micros),
+    let person = match event.merge_with {
+        Some(other) => identities.merge(other, event.distinct_id, event.timestamp_micros),
+        None => identities.resolve(event.distinct_id, event.timestamp_micros),
     };
-    if input.set.is_some() || input.set_once.is_some() {
+    if event.set.is_some() || event.set_once.is_some() {
         identities.set_properties(
-            &input.distinct_id,
-            input.timestamp_micros,
-            input.set.as_ref(),
-            input.set_once.as_ref(),
+            event.distinct_id,
+            event.timestamp_micros,
+            event.set,
+            event.set_once,
         );
     }
-    if let Some(group) = &input.group {
-        groups.identify(group, input.timestamp_micros);
+    if let Some(group) = event.group {
+        groups.identify(group, event.timestamp_micros);
     }
     person
 }
 
-/// The order of `inputs` in an `events` file: by partition day, event,
-/// person number and time. Event names are ranked first, so the sort
-/// compares integers; each row's name is hashed once, and only the
-/// distinct names are sorted.
-fn file_order(inputs: &[EventRow], persons: &[PersonRef]) -> Vec<usize> {
+/// The order of rows in an `events` file: by partition day, event, person
+/// number and time, given each row's event name, time and person. Event
+/// names are ranked first, so the sort compares integers; each row's name
+/// is hashed once, and only the distinct names are sorted.
+pub(crate) fn file_order<'a>(
+    events: impl Iterator<Item = &'a str>,
+    timestamps: impl Iterator<Item = i64>,
+    persons: &[PersonRef],
+) -> Vec<usize> {
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
-    let seen: Vec<usize> = inputs
-        .iter()
-        .map(|row| {
+    let seen: Vec<usize> = events
+        .map(|event| {
             let next = first_seen.len();
-            *first_seen.entry(row.input.event.as_str()).or_insert(next)
+            *first_seen.entry(event).or_insert(next)
         })
         .collect();
     let mut names: Vec<(&str, usize)> = first_seen.into_iter().collect();
@@ -145,13 +146,11 @@ fn file_order(inputs: &[EventRow], persons: &[PersonRef]) -> Vec<usize> {
     for (position, (_, seen)) in names.into_iter().enumerate() {
         rank[seen] = position;
     }
-    let mut keys: Vec<(i64, usize, i64, i64, usize)> = inputs
-        .iter()
+    let mut keys: Vec<(i64, usize, i64, i64, usize)> = timestamps
         .zip(persons)
         .zip(seen)
         .enumerate()
-        .map(|(index, ((EventRow { input, .. }, person), seen))| {
-            let at = input.timestamp_micros;
+        .map(|(index, ((at, person), seen))| {
             (
                 plinth_store::partition_day(at),
                 rank[seen],
@@ -226,32 +225,26 @@ impl Ingestor {
     /// One `events` batch for several requests, each with the time it was
     /// received: a group commit of many small requests builds one batch,
     /// not one per request.
-    pub fn requests_batch(&self, requests: &[(&[EventInput], i64)]) -> Result<RecordBatch> {
-        let rows: Vec<EventRow> = requests
-            .iter()
-            .flat_map(|(events, at)| events.iter().map(move |event| EventRow::new(event, *at)))
-            .collect();
-        self.rows_batch(&rows)
-    }
-
-    /// The `events` rows for `rows`.
     ///
-    /// Identities are applied in the order of `rows`; the rows come out in
-    /// the order `events` files are sorted in (day, event, person number,
-    /// time), so that writing them needs no sort and no copy of the columns.
-    pub(crate) fn rows_batch(&self, inputs: &[EventRow]) -> Result<RecordBatch> {
-        let persons: Vec<PersonRef> = {
-            let mut identities = self.identities.lock().expect("identities lock");
-            let mut groups = self.groups.lock().expect("groups lock");
-            inputs
-                .iter()
-                .map(|row| apply_identity(&mut identities, &mut groups, row.input))
-                .collect()
-        };
-        let order = file_order(inputs, &persons);
+    /// Identities are applied in the order of the requests; the rows come
+    /// out in the order `events` files are sorted in (day, event, person
+    /// number, time), so that writing them needs no sort and no copy of the
+    /// columns.
+    pub fn requests_batch(&self, requests: &[(&[EventInput], i64)]) -> Result<RecordBatch> {
+        let inputs: Vec<(&EventInput, i64)> = requests
+            .iter()
+            .flat_map(|(events, at)| events.iter().map(move |event| (event, *at)))
+            .collect();
+        let persons: Vec<PersonRef> =
+            self.apply_identities_of(inputs.iter().map(|(input, _)| input.identity()));
+        let order = file_order(
+            inputs.iter().map(|(input, _)| input.event.as_str()),
+            inputs.iter().map(|(input, _)| input.timestamp_micros),
+            &persons,
+        );
 
         let rows = inputs.len();
-        let bytes = |text: fn(&EventInput) -> usize| inputs.iter().map(|r| text(r.input)).sum();
+        let bytes = |text: fn(&EventInput) -> usize| inputs.iter().map(|(i, _)| text(i)).sum();
         let mut uuid = StringBuilder::with_capacity(rows, rows * 36);
         let mut event = StringBuilder::with_capacity(rows, bytes(|i| i.event.len()));
         let mut distinct_id = StringBuilder::with_capacity(rows, bytes(|i| i.distinct_id.len()));
@@ -262,17 +255,12 @@ impl Ingestor {
             rows,
             bytes(|i| i.session_id.as_ref().map_or(0, String::len)),
         );
-        let mut properties =
-            StringBuilder::with_capacity(rows, inputs.iter().map(|r| r.properties.len()).sum());
+        let mut properties = StringBuilder::with_capacity(rows, bytes(|i| i.properties.len()));
         let mut lib =
             StringBuilder::with_capacity(rows, bytes(|i| i.lib.as_ref().map_or(0, String::len)));
         let mut person_num = Int64Builder::with_capacity(rows);
         for index in order {
-            let EventRow {
-                input,
-                properties: properties_text,
-                received_at_micros,
-            } = inputs[index];
+            let (input, received_at_micros) = inputs[index];
             let person = &persons[index];
             match &input.uuid {
                 Some(id) => uuid.append_value(id),
@@ -285,7 +273,7 @@ impl Ingestor {
             timestamp.append_value(input.timestamp_micros);
             received.append_value(received_at_micros);
             session.append_option(input.session_id.as_deref());
-            properties.append_value(properties_text);
+            properties.append_value(&input.properties);
             lib.append_option(input.lib.as_deref());
         }
         let columns: Vec<Arc<dyn Array>> = vec![
@@ -306,6 +294,19 @@ impl Ingestor {
         )?)
     }
 
+    /// Resolves the person of each event in order, applying what each says
+    /// of persons and groups.
+    pub(crate) fn apply_identities_of<'a>(
+        &self,
+        events: impl Iterator<Item = IdentityRef<'a>>,
+    ) -> Vec<PersonRef> {
+        let mut identities = self.identities.lock().expect("identities lock");
+        let mut groups = self.groups.lock().expect("groups lock");
+        events
+            .map(|event| apply_identity(&mut identities, &mut groups, event))
+            .collect()
+    }
+
     /// Applies what `events` say of persons and groups, building no rows:
     /// recovery uses it for logged events already in Parquet. Applying the
     /// same events again in log order leaves the same persons and groups.
@@ -313,7 +314,7 @@ impl Ingestor {
         let mut identities = self.identities.lock().expect("identities lock");
         let mut groups = self.groups.lock().expect("groups lock");
         for input in events {
-            apply_identity(&mut identities, &mut groups, input);
+            apply_identity(&mut identities, &mut groups, input.identity());
         }
     }
 
@@ -436,8 +437,11 @@ mod tests {
                 num,
             })
             .collect();
-        let event_rows: Vec<EventRow> = inputs.iter().map(|i| EventRow::new(i, 0)).collect();
-        let order = file_order(&event_rows, &persons);
+        let order = file_order(
+            inputs.iter().map(|i| i.event.as_str()),
+            inputs.iter().map(|i| i.timestamp_micros),
+            &persons,
+        );
         let mut expected: Vec<usize> = (0..rows.len()).collect();
         expected.sort_by_key(|&i| (rows[i].2 / day, rows[i].0, rows[i].1, rows[i].2));
         assert_eq!(order, expected);

@@ -1,0 +1,402 @@
+//! Imported events as Arrow columns whose strings stay in the text they
+//! were read from.
+//!
+//! An import reads a chunk of NDJSON into one buffer. Copying each event's
+//! strings out of it, into owned events and then into Arrow builders in
+//! file order, was a third of an import's CPU, much of it the kernel
+//! zeroing fresh pages for the copies. Here each string is a view
+//! (`Utf8View`) into the chunk's text, or into a decoder's own text where
+//! the parser rewrote it (escapes, lines read the general way) or made it
+//! (ids of events sent without one). Putting rows in file order then moves
+//! 16-byte views, and the Parquet writer reads the strings where they lie.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use anyhow::Result;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringBuilder, StringViewArray,
+    TimestampMicrosecondArray, UInt32Array, make_view,
+};
+use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{Field, Schema};
+use plinth_capture::TextEvent;
+use serde_json::{Map, Value};
+
+use crate::groups::GroupUpdate;
+use crate::identity::PersonRef;
+use crate::rows::{IdentityRef, Ingestor, file_order, new_event_id, other_id};
+
+/// The buffer index of the chunk's text in every view.
+const CHUNK_TEXT: u32 = 0;
+
+/// Strings up to this length live in the view itself.
+const INLINE_BYTES: usize = 12;
+
+/// One decoder's share of a chunk's events, in the order they were read.
+#[derive(Debug, Default)]
+pub(crate) struct EventColumns {
+    /// The buffer index of `own_text`: the chunk's text is buffer 0, and
+    /// each decoder of a chunk has its own index after it.
+    buffer_index: u32,
+    uuid: Vec<u128>,
+    event: Vec<u128>,
+    distinct_id: Vec<u128>,
+    timestamp: Vec<i64>,
+    session_id: Vec<u128>,
+    has_session_id: Vec<bool>,
+    library: Vec<u128>,
+    has_library: Vec<bool>,
+    properties: Vec<u128>,
+    /// What the few events that say anything of persons or groups say,
+    /// with their row.
+    facts: Vec<(usize, PersonFacts)>,
+    /// Text that is not in the chunk's: rewritten by the parser, or made.
+    own_text: Vec<u8>,
+}
+
+/// What one event says of persons and groups.
+#[derive(Debug)]
+struct PersonFacts {
+    merge_with: Option<String>,
+    set: Option<Map<String, Value>>,
+    set_once: Option<Map<String, Value>>,
+    group: Option<GroupUpdate>,
+}
+
+impl EventColumns {
+    /// Empties the columns, keeping their memory, for the decoder with
+    /// `buffer_index` (see [`EventColumns::buffer_index`]).
+    pub fn reset(&mut self, buffer_index: u32) {
+        self.buffer_index = buffer_index;
+        self.uuid.clear();
+        self.event.clear();
+        self.distinct_id.clear();
+        self.timestamp.clear();
+        self.session_id.clear();
+        self.has_session_id.clear();
+        self.library.clear();
+        self.has_library.clear();
+        self.properties.clear();
+        self.facts.clear();
+        self.own_text.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamp.len()
+    }
+
+    pub fn reserve(&mut self, rows: usize) {
+        for column in [
+            &mut self.uuid,
+            &mut self.event,
+            &mut self.distinct_id,
+            &mut self.session_id,
+            &mut self.library,
+            &mut self.properties,
+        ] {
+            column.reserve(rows);
+        }
+        self.timestamp.reserve(rows);
+        self.has_session_id.reserve(rows);
+        self.has_library.reserve(rows);
+    }
+
+    /// Adds `event`, read from `text` (the chunk's text).
+    pub fn push(&mut self, text: &str, event: TextEvent<'_>) {
+        let row = self.len();
+        let uuid = match &event.uuid {
+            Some(id) => self.view(text, id),
+            None => self.own_view(&new_event_id()),
+        };
+        self.uuid.push(uuid);
+        let name = self.view(text, &event.event);
+        self.event.push(name);
+        let distinct_id = self.view(text, &event.distinct_id);
+        self.distinct_id.push(distinct_id);
+        self.timestamp.push(event.timestamp_micros);
+        let session_id = event.session_id.as_ref().map(|s| self.view(text, s));
+        self.session_id.push(session_id.unwrap_or_default());
+        self.has_session_id.push(session_id.is_some());
+        let library = event.library.as_ref().map(|l| self.view(text, l));
+        self.library.push(library.unwrap_or_default());
+        self.has_library.push(library.is_some());
+        let properties = self.view(text, &event.properties);
+        self.properties.push(properties);
+        if let Some(facts) = event.identity {
+            let facts = *facts;
+            self.facts.push((
+                row,
+                PersonFacts {
+                    merge_with: other_id(facts.merge, &event.distinct_id),
+                    set: facts.set,
+                    set_once: facts.set_once,
+                    group: facts.group.map(GroupUpdate::from),
+                },
+            ));
+        }
+    }
+
+    /// A view of `value`: into `text` when it is a slice of it, else into
+    /// the decoder's own text.
+    fn view(&mut self, text: &str, value: &str) -> u128 {
+        if value.len() <= INLINE_BYTES {
+            return make_view(value.as_bytes(), CHUNK_TEXT, 0);
+        }
+        match within(text, value) {
+            Some(range) => make_view(value.as_bytes(), CHUNK_TEXT, offset(range.start)),
+            None => self.own_view(value),
+        }
+    }
+
+    fn own_view(&mut self, value: &str) -> u128 {
+        let start = self.own_text.len();
+        self.own_text.extend_from_slice(value.as_bytes());
+        make_view(value.as_bytes(), self.buffer_index, offset(start))
+    }
+}
+
+/// A view's offset. Chunks are read in pieces of at most
+/// [`crate::import::CHUNK_TEXT_BYTES`], and a decoder's own text is about
+/// as long as its share of them.
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).expect("chunk text under 4 GiB")
+}
+
+/// Where `part` lies in `text`, if it is a slice of it (the parser borrows
+/// from the line, or hands out a constant such as `{}`).
+fn within(text: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= text.len()).then_some(start..end)
+}
+
+/// A chunk's events as arrays, in the order they were read.
+pub(crate) struct ChunkEvents<'a> {
+    parts: &'a [EventColumns],
+    uuid: StringViewArray,
+    event: StringViewArray,
+    distinct_id: StringViewArray,
+    session_id: StringViewArray,
+    library: StringViewArray,
+    properties: StringViewArray,
+}
+
+impl<'a> ChunkEvents<'a> {
+    /// The events of `parts` (whose buffer indices are 1, 2, ... in order),
+    /// read from `text`.
+    pub fn new(text: &Buffer, parts: &'a [EventColumns]) -> Result<ChunkEvents<'a>> {
+        let mut buffers = vec![text.clone()];
+        buffers.extend(
+            parts
+                .iter()
+                .map(|part| Buffer::from_slice_ref(&part.own_text)),
+        );
+        let column = |views: fn(&EventColumns) -> &Vec<u128>,
+                      valid: Option<fn(&EventColumns) -> &Vec<bool>>|
+         -> Result<StringViewArray> {
+            let views: ScalarBuffer<u128> = parts
+                .iter()
+                .flat_map(|part| views(part).iter().copied())
+                .collect();
+            let nulls = valid.map(|valid| {
+                NullBuffer::from_iter(parts.iter().flat_map(|part| valid(part).iter().copied()))
+            });
+            Ok(StringViewArray::try_new(views, buffers.clone(), nulls)?)
+        };
+        Ok(ChunkEvents {
+            parts,
+            uuid: column(|p| &p.uuid, None)?,
+            event: column(|p| &p.event, None)?,
+            distinct_id: column(|p| &p.distinct_id, None)?,
+            session_id: column(|p| &p.session_id, Some(|p| &p.has_session_id))?,
+            library: column(|p| &p.library, Some(|p| &p.has_library))?,
+            properties: column(|p| &p.properties, None)?,
+        })
+    }
+
+    fn timestamps(&self) -> impl Iterator<Item = i64> + '_ {
+        self.parts
+            .iter()
+            .flat_map(|part| part.timestamp.iter().copied())
+    }
+
+    /// What each event says of its person, in order.
+    pub fn identities(&self) -> impl Iterator<Item = IdentityRef<'_>> {
+        // Rows are numbered across parts.
+        let mut first = 0;
+        let mut facts: Vec<(usize, &PersonFacts)> = Vec::new();
+        for part in self.parts {
+            facts.extend(part.facts.iter().map(|(row, facts)| (first + row, facts)));
+            first += part.len();
+        }
+        let mut facts = facts.into_iter().peekable();
+        self.timestamps().enumerate().map(move |(row, at)| {
+            let distinct_id = self.distinct_id.value(row);
+            match facts.next_if(|(with, _)| *with == row) {
+                Some((_, facts)) => IdentityRef {
+                    distinct_id,
+                    timestamp_micros: at,
+                    merge_with: facts.merge_with.as_deref(),
+                    set: facts.set.as_ref(),
+                    set_once: facts.set_once.as_ref(),
+                    group: facts.group.as_ref(),
+                },
+                None => IdentityRef::plain(distinct_id, at),
+            }
+        })
+    }
+}
+
+impl Ingestor {
+    /// The `events` rows of a chunk's decoded events, in file order (see
+    /// [`Ingestor::requests_batch`]), their strings left in place.
+    pub(crate) fn chunk_batch(
+        &self,
+        text: &Buffer,
+        parts: &[EventColumns],
+        received_at_micros: i64,
+    ) -> Result<RecordBatch> {
+        let chunk = ChunkEvents::new(text, parts)?;
+        let persons: Vec<PersonRef> = self.apply_identities_of(chunk.identities());
+        let rows = persons.len();
+        let order = file_order(
+            (0..rows).map(|row| chunk.event.value(row)),
+            chunk.timestamps(),
+            &persons,
+        );
+        let timestamps: Vec<i64> = chunk.timestamps().collect();
+        let mut person_id = StringBuilder::with_capacity(rows, rows * 36);
+        for &row in &order {
+            person_id.append_value(&persons[row].id);
+        }
+        let indices = UInt32Array::from_iter_values(order.iter().map(|&row| row as u32));
+        let in_order = |array: &StringViewArray| take(array, &indices, None);
+        let columns: Vec<ArrayRef> = vec![
+            in_order(&chunk.uuid)?,
+            in_order(&chunk.event)?,
+            in_order(&chunk.distinct_id)?,
+            Arc::new(person_id.finish()),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    order.iter().map(|&row| timestamps[row]),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(
+                TimestampMicrosecondArray::from_value(received_at_micros, rows)
+                    .with_timezone("UTC"),
+            ),
+            in_order(&chunk.session_id)?,
+            in_order(&chunk.properties)?,
+            in_order(&chunk.library)?,
+            Arc::new(Int64Array::from_iter_values(
+                order.iter().map(|&row| persons[row].num),
+            )),
+        ];
+        let table = plinth_store::schema::events();
+        let fields: Vec<Field> = table
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(field, column)| {
+                field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(column.data_type().clone())
+            })
+            .collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// Applies what a chunk's decoded events say of persons and groups,
+    /// building no rows.
+    pub(crate) fn apply_chunk_identities(
+        &self,
+        text: &Buffer,
+        parts: &[EventColumns],
+    ) -> Result<()> {
+        let chunk = ChunkEvents::new(text, parts)?;
+        self.apply_identities_of(chunk.identities());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::ByteView;
+
+    use super::*;
+
+    /// Reads `lines` as one decoder of a chunk would.
+    fn decode(text: &str) -> EventColumns {
+        let mut part = EventColumns::default();
+        part.reset(1);
+        for line in text.lines() {
+            let event = plinth_capture::normalize_json_text(line, 1_700_000_000_000_000).unwrap();
+            part.push(text, event);
+        }
+        part
+    }
+
+    /// Which buffer each long string of `array` lies in.
+    fn buffers_of(array: &StringViewArray) -> Vec<Option<u32>> {
+        array
+            .views()
+            .iter()
+            .zip(array.iter())
+            .map(|(&view, value)| {
+                let long = value.is_some_and(|v| v.len() > INLINE_BYTES);
+                long.then(|| ByteView::from(view).buffer_index)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strings_stay_in_the_chunk_text_unless_rewritten_or_made() {
+        let text = concat!(
+            r#"{"uuid":"0190e0a4-0000-7000-8000-000000000009","event":"a long event name","distinct_id":"person-number-one","properties":{"$session_id":"session-number-one","$lib":"posthog-python","plan":"pro"}}"#,
+            "\n",
+            r#"{"event":"b","distinct_id":"u\u0041-escaped-distinct-id","properties":{"$set":{"plan":"team"}}}"#,
+            "\n",
+            r#"{"type":"track","event":"Segment Shaped Event","userId":"segment-user-1","messageId":"segment-message-000001"}"#,
+        );
+        let part = decode(text);
+        let chunk_text = Buffer::from_vec(text.as_bytes().to_vec());
+        let parts = [part];
+        let chunk = ChunkEvents::new(&chunk_text, &parts).unwrap();
+
+        assert_eq!(
+            chunk.properties.value(0),
+            r#"{"$session_id":"session-number-one","$lib":"posthog-python","plan":"pro"}"#
+        );
+        assert_eq!(chunk.distinct_id.value(1), "uA-escaped-distinct-id");
+        assert_eq!(chunk.event.value(2), "Segment Shaped Event");
+        // The plain line's strings point into the chunk's text (buffer 0);
+        // the escaped id, the made uuid and the Segment line's rewritten
+        // strings into the decoder's own (buffer 1).
+        assert_eq!(buffers_of(&chunk.uuid), [Some(0), Some(1), Some(1)]);
+        assert_eq!(buffers_of(&chunk.distinct_id), [Some(0), Some(1), Some(1)]);
+        assert_eq!(buffers_of(&chunk.session_id), [Some(0), None, None]);
+        assert_eq!(buffers_of(&chunk.properties)[0], Some(0));
+        assert_eq!(
+            (chunk.session_id.null_count(), chunk.library.is_null(0)),
+            (2, false)
+        );
+        assert_eq!(chunk.uuid.value(1).len(), 36);
+
+        // Only the second event says something of its person.
+        let identities: Vec<IdentityRef> = chunk.identities().collect();
+        assert_eq!(identities.len(), 3);
+        assert!(identities[0].set.is_none() && identities[2].set.is_none());
+        assert_eq!(
+            identities[1].set.and_then(|set| set.get("plan")),
+            Some(&Value::from("team"))
+        );
+        assert_eq!(identities[2].distinct_id, "segment-user-1");
+    }
+}
