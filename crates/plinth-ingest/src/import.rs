@@ -241,7 +241,7 @@ impl DecodedChunk {
     /// Hands back the chunk's memory.
     fn commit(self, ingestor: &Ingestor) -> Result<Spare> {
         let text = Buffer::from_vec(self.text.into_bytes());
-        ingestor.apply_chunk_identities(&text, &self.replayed)?;
+        ingestor.apply_chunk_identities(&text, &self.replayed);
         if self.stores_rows {
             let now = chrono::Utc::now().timestamp_micros();
             if !self.rejected.is_empty() {
