@@ -17,7 +17,6 @@
 //! number stays with its events and is recorded by the survivor, and no
 //! number is given twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -52,7 +51,7 @@ pub struct PersonRef {
 /// The distinct-id to person map and the persons' properties.
 #[derive(Debug, Default)]
 pub struct Identities {
-    by_distinct_id: HashMap<String, usize>,
+    by_distinct_id: foldhash::HashMap<String, usize>,
     persons: Vec<Option<Person>>,
     /// The number the next new person gets.
     next_num: i64,

@@ -1,6 +1,6 @@
 //! Events in, Arrow rows of `events`, `persons` and `quarantine` out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -133,7 +133,7 @@ pub(crate) fn file_order<'a>(
     timestamps: impl Iterator<Item = i64>,
     persons: &[PersonRef],
 ) -> Vec<usize> {
-    let mut first_seen: HashMap<&str, usize> = HashMap::new();
+    let mut first_seen: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
     let seen: Vec<usize> = events
         .map(|event| {
             let next = first_seen.len();

@@ -240,7 +240,10 @@ pub(crate) fn day_name(day: i64) -> String {
 /// row groups of [`ROW_GROUP_ROWS`]. `person_num` is delta-encoded: events
 /// sort by person number within an event, so its deltas take a few bits,
 /// where a dictionary of up to millions of numbers overflows to plain
-/// 8-byte values that zstd must then inflate on every scan.
+/// 8-byte values that zstd must then inflate on every scan. Event ids and
+/// properties are (nearly) unique: a dictionary of them only costs the
+/// writer a hash of every value, and of an import's small files it kept
+/// whole dictionaries of ids.
 fn parquet_properties() -> WriterProperties {
     let person_num = ColumnPath::from("person_num");
     WriterProperties::builder()
@@ -250,6 +253,8 @@ fn parquet_properties() -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_column_dictionary_enabled(person_num.clone(), false)
         .set_column_encoding(person_num, Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("properties"), false)
         .build()
 }
 
