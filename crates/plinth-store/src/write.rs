@@ -127,38 +127,48 @@ pub(crate) fn write_files(
 /// A file to write: its partition, its rows and their time range.
 type Part = (Option<String>, RecordBatch, Option<(i64, i64)>);
 
-/// Writes one file per part, in order. Parts go round-robin to one thread
-/// per core: encoding and compressing is most of a flush, and one chunk of
-/// an import holds several days.
+/// Writes one file per part, in order, on every core: encoding and
+/// compressing is most of a flush, and one chunk of an import holds
+/// several days.
 fn write_parts(table_dir: &Path, schema: &SchemaRef, parts: Vec<Part>) -> Result<Vec<DataFile>> {
+    map_on_every_core(&parts, |(partition, batch, range)| {
+        write_one(table_dir, schema, partition.clone(), batch, *range)
+    })
+    .into_iter()
+    .collect()
+}
+
+/// `work` of each item, in order; items go round-robin to one thread per
+/// core.
+pub(crate) fn map_on_every_core<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(parts.len());
-    let write = |(partition, batch, range): &Part| {
-        write_one(table_dir, schema, partition.clone(), batch, *range)
-    };
+        .min(items.len());
     if threads <= 1 {
-        return parts.iter().map(write).collect();
+        return items.iter().map(work).collect();
     }
-    let mut written: Vec<(usize, Result<DataFile>)> = std::thread::scope(|scope| {
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|first| {
-                let parts = &parts;
+                let work = &work;
                 scope.spawn(move || {
-                    (first..parts.len())
+                    (first..items.len())
                         .step_by(threads)
-                        .map(|index| (index, write(&parts[index])))
+                        .map(|index| (index, work(&items[index])))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         workers
             .into_iter()
-            .flat_map(|worker| worker.join().expect("file writer thread"))
+            .flat_map(|worker| worker.join().expect("worker thread"))
             .collect()
     });
-    written.sort_by_key(|(index, _)| *index);
-    written.into_iter().map(|(_, file)| file).collect()
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 fn take_batch(batch: &RecordBatch, indices: &UInt32Array) -> Result<RecordBatch> {
