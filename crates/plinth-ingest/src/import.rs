@@ -48,6 +48,19 @@ const NDJSON_BLOCK_BYTES: usize = 4 << 20;
 /// longer than this is refused.
 pub(crate) const CHUNK_TEXT_BYTES: usize = 1 << 30;
 
+/// Where a chunk of rows ends.
+#[derive(Debug, Clone, Copy)]
+struct ChunkLimits {
+    rows: usize,
+    text_bytes: usize,
+}
+
+impl ChunkLimits {
+    fn is_full(&self, rows: usize, text_bytes: usize) -> bool {
+        rows >= self.rows || text_bytes >= self.text_bytes
+    }
+}
+
 /// How often an import saves persons and groups, besides at its end.
 pub const IDENTITY_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -205,11 +218,15 @@ pub fn import_file(
                 .map_err(|_| anyhow::anyhow!("the committer stopped"))?;
             Ok(spare_texts.pop())
         };
+        let limits = ChunkLimits {
+            rows: commit_rows,
+            text_bytes: CHUNK_TEXT_BYTES,
+        };
         let read = read_rows(
             path,
             format,
             identities_done,
-            commit_rows,
+            limits,
             &mut report.rows,
             progress,
             &mut decode,
@@ -332,13 +349,13 @@ fn take_rows(
 }
 
 /// Reads the rows of `path` after the first `done`, handing them to
-/// `commit` every `commit_rows` rows with the number of the last row read;
-/// `commit` may hand back the text of an earlier chunk for reuse.
+/// `commit` in chunks within `limits`, with the number of the last row
+/// read; `commit` may hand back the text of an earlier chunk for reuse.
 fn read_rows(
     path: &Path,
     format: ImportFormat,
     done: u64,
-    commit_rows: usize,
+    limits: ChunkLimits,
     rows_read: &mut u64,
     progress: &dyn Fn(u64),
     commit: &mut dyn FnMut(RowChunk, u64) -> Result<Option<Vec<u8>>>,
@@ -367,6 +384,9 @@ fn read_rows(
                 let mut full = false;
                 for end in memchr::memchr_iter(b'\n', &text[scan_from..]).map(|at| scan_from + at) {
                     line_number += 1;
+                    if end - line_start > limits.text_bytes {
+                        bail!(too_long(&display, line_number, limits));
+                    }
                     let line = text[line_start..end].trim_ascii_end();
                     if line_number > done {
                         *rows_read += 1;
@@ -377,7 +397,7 @@ fn read_rows(
                         }
                     }
                     line_start = end + 1;
-                    if chunk.rows.len() >= commit_rows || line_start >= CHUNK_TEXT_BYTES {
+                    if limits.is_full(chunk.rows.len(), line_start) {
                         full = true;
                         break;
                     }
@@ -390,12 +410,8 @@ fn read_rows(
                 if at_end {
                     break;
                 }
-                if text.len() - line_start > CHUNK_TEXT_BYTES {
-                    bail!(
-                        "reading {display}: line {} is longer than {} MiB",
-                        line_number + 1,
-                        CHUNK_TEXT_BYTES >> 20
-                    );
+                if text.len() - line_start > limits.text_bytes {
+                    bail!(too_long(&display, line_number + 1, limits));
                 }
                 if chunk.rows.is_empty() && line_start > 0 {
                     // Lines stored by an earlier run, or blank: not kept.
@@ -431,7 +447,7 @@ fn read_rows(
                     }
                     *rows_read += 1;
                     chunk.push(row_number, &object);
-                    if chunk.rows.len() >= commit_rows || chunk.text.len() >= CHUNK_TEXT_BYTES {
+                    if limits.is_full(chunk.rows.len(), chunk.text.len()) {
                         commit(take_chunk(&mut chunk), row_number)?;
                     }
                 }
@@ -442,6 +458,13 @@ fn read_rows(
         }
     }
     Ok(())
+}
+
+fn too_long(file: &std::path::Display, line: u64, limits: ChunkLimits) -> String {
+    format!(
+        "reading {file}: line {line} is longer than the {}-byte limit",
+        limits.text_bytes
+    )
 }
 
 /// A file is the same import while its path, size and modification time
@@ -646,15 +669,24 @@ impl<R: Read> Read for CountingReader<'_, R> {
 mod tests {
     use super::*;
 
+    /// A row's number in its file, and its text.
+    type NumberedRow = (u64, String);
+
     /// Reads `text` as an NDJSON file after its first `done` lines; the rows
     /// with their line numbers, and the line each commit ended at.
-    fn read_ndjson(text: &str, done: u64, commit_rows: usize) -> (Vec<(u64, String)>, Vec<u64>) {
+    fn read_ndjson(
+        text: &str,
+        done: u64,
+        limits: ChunkLimits,
+    ) -> Result<(Vec<NumberedRow>, Vec<u64>)> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.ndjson");
         std::fs::write(&path, text).unwrap();
         let (mut rows, mut ends, mut read) = (Vec::new(), Vec::new(), 0);
         let mut commit = |chunk: RowChunk, end: u64| {
-            assert!(chunk.rows.len() <= commit_rows);
+            assert!(chunk.rows.len() <= limits.rows);
+            // A chunk ends at the first line end past its limit.
+            assert!(chunk.text.len() < 2 * limits.text_bytes);
             for (line, range) in chunk.rows {
                 rows.push((line, chunk.text[range].to_owned()));
             }
@@ -666,13 +698,19 @@ mod tests {
             &path,
             ImportFormat::Ndjson,
             done,
-            commit_rows,
+            limits,
             &mut read,
             &|_| {},
             &mut commit,
-        )
-        .unwrap();
-        (rows, ends)
+        )?;
+        Ok((rows, ends))
+    }
+
+    fn at_most(rows: usize) -> ChunkLimits {
+        ChunkLimits {
+            rows,
+            text_bytes: CHUNK_TEXT_BYTES,
+        }
     }
 
     #[test]
@@ -701,14 +739,14 @@ mod tests {
         text.push_str("{\"last\":true}");
         expected.push((line, "{\"last\":true}".to_owned()));
 
-        let (rows, ends) = read_ndjson(&text, 0, 997);
+        let (rows, ends) = read_ndjson(&text, 0, at_most(997)).unwrap();
         assert_eq!(rows, expected);
         assert_eq!(ends.last(), Some(&line));
         assert!(ends.windows(2).all(|w| w[0] < w[1]));
 
         // A resumed read starts after the stored lines.
         let done = line / 2;
-        let (rows, _) = read_ndjson(&text, done, 4096);
+        let (rows, _) = read_ndjson(&text, done, at_most(4096)).unwrap();
         let after: Vec<_> = expected.into_iter().filter(|(n, _)| *n > done).collect();
         assert_eq!(rows, after);
     }
@@ -722,7 +760,7 @@ mod tests {
             &path,
             ImportFormat::Ndjson,
             0,
-            10,
+            at_most(10),
             &mut 0,
             &|_| {},
             &mut |_, _| Ok(None),
@@ -730,6 +768,33 @@ mod tests {
         .unwrap_err();
         assert!(
             error.to_string().ends_with("line 2 is not UTF-8"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn chunks_end_at_their_text_limit_and_longer_lines_are_refused() {
+        let lines: Vec<String> = (0..100).map(|n| format!("{{\"n\":{n}}}")).collect();
+        let limits = ChunkLimits {
+            rows: 1000,
+            text_bytes: 64,
+        };
+        let (read, ends) = read_ndjson(&lines.join("\n"), 0, limits).unwrap();
+        let expected: Vec<(u64, String)> = (1..).zip(lines.iter().cloned()).collect();
+        assert_eq!(read, expected);
+        // About 900 bytes in chunks of a little over 64.
+        assert!((10..=15).contains(&ends.len()), "{ends:?}");
+
+        let long = format!(
+            "{}\n{{\"pad\":\"{}\"}}\n{{\"after\":1}}\n",
+            lines[0],
+            "x".repeat(100)
+        );
+        let error = read_ndjson(&long, 0, limits).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("line 2 is longer than the 64-byte limit"),
             "{error}"
         );
     }
