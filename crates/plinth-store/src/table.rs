@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::new_null_array;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::log::{self, DataFile, Snapshot, Tombstone};
@@ -187,7 +189,11 @@ impl Table {
         let view = self.view();
         let mut batches = Vec::new();
         for file in &view.snapshot.files {
-            batches.extend(read_file(&self.dir.join(&file.path), &self.spec.schema)?);
+            batches.extend(read_file(
+                &self.dir.join(&file.path),
+                &self.spec.schema,
+                Strings::AsDeclared,
+            )?);
         }
         batches.extend(view.buffered);
         Ok(batches)
@@ -332,7 +338,11 @@ impl Table {
         let merged = map_on_every_core(&groups, |group| -> Result<Vec<DataFile>> {
             let mut batches = Vec::new();
             for file in group {
-                batches.extend(read_file(&self.dir.join(&file.path), &self.spec.schema)?);
+                batches.extend(read_file(
+                    &self.dir.join(&file.path),
+                    &self.spec.schema,
+                    Strings::AsViews,
+                )?);
             }
             write_files(&self.dir, &self.spec, &batches)
         });
@@ -478,11 +488,28 @@ fn compaction_groups<'a>(files: &[&'a DataFile], target_rows: u64) -> Vec<Vec<&'
     groups
 }
 
+/// How [`read_file`] hands over string columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    /// As the table declares them.
+    AsDeclared,
+    /// As views into the decoded pages: no copy of every string, for
+    /// readers that only move rows to another file (compaction).
+    AsViews,
+}
+
 /// The rows of one data file in the table's schema: a nullable column the
 /// file predates (it was written by an earlier version) reads as nulls.
-fn read_file(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+fn read_file(path: &Path, schema: &SchemaRef, strings: Strings) -> Result<Vec<RecordBatch>> {
     let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+    let mut metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
+    let mut schema = schema.clone();
+    if strings == Strings::AsViews {
+        let as_views = ArrowReaderOptions::new().with_schema(strings_as_views(metadata.schema()));
+        metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), as_views)?;
+        schema = strings_as_views(&schema);
+    }
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
         .with_batch_size(64 * 1024)
         .build()?;
     reader
@@ -505,6 +532,19 @@ fn read_file(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
         .collect()
+}
+
+/// `schema` with its `Utf8` fields as `Utf8View`.
+fn strings_as_views(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Deletes data files that are neither live nor tombstoned: the leftovers of
