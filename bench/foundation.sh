@@ -16,6 +16,8 @@ echo "== import of 10M demo events from NDJSON"
 rm -rf "$WORK/data10m"
 /usr/bin/time -f "peak RSS %M KiB, wall %e s" "$PLINTH" import --data "$WORK/data10m" "$WORK/demo10m.ndjson"
 "$PLINTH" maintain --data "$WORK/data10m" --vacuum-grace 0 >/dev/null
+echo "== DuckDB turning the same file into Parquet, for reference"
+"$PYTHON" bench/import_duckdb.py "$WORK/demo10m.ndjson" --threads 2
 
 echo "== queries at 10M events, Plinth vs DuckDB on the same Parquet files"
 "$PYTHON" bench/queries.py --plinth "$PLINTH" --data "$WORK/data10m" --threads 2 --runs 3
