@@ -15,12 +15,11 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int64Array, RecordBatch, StringBuilder, StringViewArray,
+    ArrayRef, Int64Array, RecordBatch, StringViewArray, StringViewBuilder,
     TimestampMicrosecondArray, UInt32Array, make_view,
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{Field, Schema};
 use plinth_capture::TextEvent;
 use serde_json::{Map, Value};
 
@@ -295,7 +294,7 @@ impl Ingestor {
             &persons,
         );
         let timestamps: Vec<i64> = chunk.timestamps().collect();
-        let mut person_id = StringBuilder::with_capacity(rows, rows * 36);
+        let mut person_id = StringViewBuilder::with_capacity(rows);
         for &row in &order {
             person_id.append_value(&persons[row].id);
         }
@@ -323,22 +322,8 @@ impl Ingestor {
                 order.iter().map(|&row| persons[row].num),
             )),
         ];
-        let table = plinth_store::schema::events();
-        let fields: Vec<Field> = table
-            .fields()
-            .iter()
-            .zip(&columns)
-            .map(|(field, column)| {
-                field
-                    .as_ref()
-                    .clone()
-                    .with_data_type(column.data_type().clone())
-            })
-            .collect();
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?)
+        let schema = plinth_store::schema::strings_as_views(&plinth_store::schema::events());
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     /// Applies what a chunk's decoded events say of persons and groups,
@@ -351,7 +336,7 @@ impl Ingestor {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::ByteView;
+    use datafusion::arrow::array::{Array, ByteView};
 
     use super::*;
 

@@ -12,6 +12,21 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// `schema` with its `Utf8` fields as `Utf8View`: the form in which a table
+/// also takes rows on append (see `Table::append`) and compaction moves
+/// them, strings pointing into text already held.
+pub fn strings_as_views(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// `events`: one row per captured or imported event.
 pub fn events() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::new_null_array;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -505,9 +505,10 @@ fn read_file(path: &Path, schema: &SchemaRef, strings: Strings) -> Result<Vec<Re
     let mut metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())?;
     let mut schema = schema.clone();
     if strings == Strings::AsViews {
-        let as_views = ArrowReaderOptions::new().with_schema(strings_as_views(metadata.schema()));
+        let as_views = ArrowReaderOptions::new()
+            .with_schema(crate::schema::strings_as_views(metadata.schema()));
         metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), as_views)?;
-        schema = strings_as_views(&schema);
+        schema = crate::schema::strings_as_views(&schema);
     }
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
         .with_batch_size(64 * 1024)
@@ -532,19 +533,6 @@ fn read_file(path: &Path, schema: &SchemaRef, strings: Strings) -> Result<Vec<Re
             Ok(RecordBatch::try_new(schema.clone(), columns)?)
         })
         .collect()
-}
-
-/// `schema` with its `Utf8` fields as `Utf8View`.
-fn strings_as_views(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|field| match field.data_type() {
-            DataType::Utf8 => field.as_ref().clone().with_data_type(DataType::Utf8View),
-            _ => field.as_ref().clone(),
-        })
-        .collect();
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Deletes data files that are neither live nor tombstoned: the leftovers of

@@ -165,18 +165,8 @@ fn strings_appended_as_views_are_written_as_the_tables_strings() {
             _ => column.clone(),
         })
         .collect();
-    let fields: Vec<Field> = schema::events()
-        .fields()
-        .iter()
-        .zip(&as_views)
-        .map(|(field, column)| {
-            field
-                .as_ref()
-                .clone()
-                .with_data_type(column.data_type().clone())
-        })
-        .collect();
-    let views = RecordBatch::try_new(Arc::new(Schema::new(fields)), as_views).unwrap();
+    let views =
+        RecordBatch::try_new(schema::strings_as_views(&schema::events()), as_views).unwrap();
     store.events.append(&[views], &BTreeMap::new()).unwrap();
 
     let file = &store.events.snapshot().files[0];
