@@ -142,7 +142,7 @@ pub struct DecodedRequest {
 /// PostHog's 200 characters.
 pub(crate) fn id_text(value: Option<&Value>) -> Option<String> {
     let text = match value? {
-        Value::String(s) if !s.trim().is_empty() => s.clone(),
+        Value::String(s) => return non_blank_id(Cow::Borrowed(s)).map(Cow::into_owned),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         _ => return None,
@@ -150,9 +150,15 @@ pub(crate) fn id_text(value: Option<&Value>) -> Option<String> {
     Some(truncate_id(Cow::Owned(text)).into_owned())
 }
 
+/// A string id as [`id_text`] reads it: not blank, truncated. A borrowed
+/// text stays borrowed.
+pub(crate) fn non_blank_id(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (!text.trim().is_empty()).then(|| truncate_id(text))
+}
+
 /// Truncates an id or event name to PostHog's 200 characters. A borrowed
 /// text stays borrowed, so that a line read as text is not copied.
-pub(crate) fn truncate_id(text: Cow<'_, str>) -> Cow<'_, str> {
+fn truncate_id(text: Cow<'_, str>) -> Cow<'_, str> {
     let Some((cut, _)) = text.char_indices().nth(MAX_ID_CHARS) else {
         return text;
     };

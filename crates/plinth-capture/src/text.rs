@@ -58,6 +58,14 @@ impl TextEvent<'static> {
     /// in them).
     pub fn from_normalized(mut event: NormalizedEvent) -> TextEvent<'static> {
         let properties = Value::Object(std::mem::take(&mut event.properties)).to_string();
+        TextEvent::with_properties(event, Cow::Owned(properties))
+    }
+}
+
+impl<'a> TextEvent<'a> {
+    /// `event` with `properties` as its properties text (`event.properties`
+    /// is not read).
+    fn with_properties(event: NormalizedEvent, properties: Cow<'a, str>) -> TextEvent<'a> {
         let facts = IdentityFacts {
             set: event.set,
             set_once: event.set_once,
@@ -71,7 +79,7 @@ impl TextEvent<'static> {
             timestamp_micros: event.timestamp_micros,
             session_id: event.session_id.map(Cow::Owned),
             library: event.library.map(Cow::Owned),
-            properties: Cow::Owned(properties),
+            properties,
             identity: (facts != IdentityFacts::default()).then(|| Box::new(facts)),
         }
     }
@@ -191,7 +199,7 @@ fn read_direct<'a>(
     {
         return None;
     }
-    let event = id_string(plain.event?)?;
+    let event = event::non_blank_id(json_text(plain.event?)?)?;
     // The general way checks these events' identity properties.
     if matches!(
         event.as_ref(),
@@ -199,13 +207,11 @@ fn read_direct<'a>(
     ) {
         return None;
     }
-    let distinct_id = id_string(plain.distinct_id?)?;
+    let distinct_id = event::non_blank_id(json_text(plain.distinct_id?)?)?;
+    // A blank id is no id; another type takes the general way.
     let uuid = match plain.uuid {
         None => None,
-        Some(raw) => {
-            let uuid = json_text(raw)?;
-            (!uuid.trim().is_empty()).then(|| event::truncate_id(uuid))
-        }
+        Some(raw) => event::non_blank_id(json_text(raw)?),
     };
     let micros = match plain.timestamp {
         None => received_at_micros,
@@ -253,10 +259,10 @@ fn read_normalized<'a>(
     .chain([("properties".to_owned(), Value::Object(properties))])
     .collect();
     let event = crate::normalize_json_event(Value::Object(event), received_at_micros).ok()?;
-    Some(TextEvent {
-        properties: Cow::Borrowed(properties_text),
-        ..TextEvent::from_normalized(event)
-    })
+    Some(TextEvent::with_properties(
+        event,
+        Cow::Borrowed(properties_text),
+    ))
 }
 
 /// The keys present, their values parsed.
@@ -268,13 +274,6 @@ fn object<'a>(
         .filter_map(|(key, raw)| Some((key, raw?)))
         .map(|(key, raw)| Some((key.to_owned(), serde_json::from_str(raw.get()).ok()?)))
         .collect()
-}
-
-/// An event name or id as [`crate::event::id_text`] reads a string: not
-/// blank, truncated to 200 characters. `None` for other values.
-fn id_string(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = json_text(raw)?;
-    (!text.trim().is_empty()).then(|| event::truncate_id(text))
 }
 
 /// The text of a JSON string: a slice of the line when it holds no escape
