@@ -67,6 +67,19 @@ struct PersonFacts {
     group: Option<GroupUpdate>,
 }
 
+impl PersonFacts {
+    fn identity<'a>(&'a self, distinct_id: &'a str, timestamp_micros: i64) -> IdentityRef<'a> {
+        IdentityRef {
+            distinct_id,
+            timestamp_micros,
+            merge_with: self.merge_with.as_deref(),
+            set: self.set.as_ref(),
+            set_once: self.set_once.as_ref(),
+            group: self.group.as_ref(),
+        }
+    }
+}
+
 impl EventColumns {
     /// Empties the columns, keeping their memory, for the decoder with
     /// `buffer_index` (see [`EventColumns::buffer_index`]).
@@ -184,6 +197,7 @@ fn within(text: &str, part: &str) -> Option<Range<usize>> {
 /// A chunk's events as arrays, in the order they were read.
 pub(crate) struct ChunkEvents<'a> {
     parts: &'a [EventColumns],
+    timestamp: Vec<i64>,
     uuid: StringViewArray,
     event: StringViewArray,
     distinct_id: StringViewArray,
@@ -234,6 +248,10 @@ impl<'a> ChunkEvents<'a> {
         };
         ChunkEvents {
             parts,
+            timestamp: parts
+                .iter()
+                .flat_map(|part| part.timestamp.iter().copied())
+                .collect(),
             uuid: column(|p| &p.uuid, None),
             event: column(|p| &p.event, None),
             distinct_id: column(|p| &p.distinct_id, None),
@@ -241,12 +259,6 @@ impl<'a> ChunkEvents<'a> {
             library: column(|p| &p.library, Some(|p| &p.has_library)),
             properties: column(|p| &p.properties, None),
         }
-    }
-
-    fn timestamps(&self) -> impl Iterator<Item = i64> + '_ {
-        self.parts
-            .iter()
-            .flat_map(|part| part.timestamp.iter().copied())
     }
 
     /// What each event says of its person, in order.
@@ -259,17 +271,10 @@ impl<'a> ChunkEvents<'a> {
             first += part.len();
         }
         let mut facts = facts.into_iter().peekable();
-        self.timestamps().enumerate().map(move |(row, at)| {
+        self.timestamp.iter().enumerate().map(move |(row, &at)| {
             let distinct_id = self.distinct_id.value(row);
             match facts.next_if(|(with, _)| *with == row) {
-                Some((_, facts)) => IdentityRef {
-                    distinct_id,
-                    timestamp_micros: at,
-                    merge_with: facts.merge_with.as_deref(),
-                    set: facts.set.as_ref(),
-                    set_once: facts.set_once.as_ref(),
-                    group: facts.group.as_ref(),
-                },
+                Some((_, facts)) => facts.identity(distinct_id, at),
                 None => IdentityRef::plain(distinct_id, at),
             }
         })
@@ -290,10 +295,9 @@ impl Ingestor {
         let rows = persons.len();
         let order = file_order(
             (0..rows).map(|row| chunk.event.value(row)),
-            chunk.timestamps(),
+            chunk.timestamp.iter().copied(),
             &persons,
         );
-        let timestamps: Vec<i64> = chunk.timestamps().collect();
         let mut person_id = StringViewBuilder::with_capacity(rows);
         for &row in &order {
             person_id.append_value(&persons[row].id);
@@ -307,7 +311,7 @@ impl Ingestor {
             Arc::new(person_id.finish()),
             Arc::new(
                 TimestampMicrosecondArray::from_iter_values(
-                    order.iter().map(|&row| timestamps[row]),
+                    order.iter().map(|&row| chunk.timestamp[row]),
                 )
                 .with_timezone("UTC"),
             ),
