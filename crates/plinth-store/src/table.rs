@@ -144,7 +144,7 @@ impl Table {
     /// Makes rows visible to queries at once, before they reach Parquet.
     /// Durability is the caller's: the ingest write-ahead log.
     pub fn buffer(&self, batch: RecordBatch) -> Result<()> {
-        self.check_schema(&batch)?;
+        self.check_schema(&batch, Strings::AsDeclared)?;
         self.state
             .write()
             .expect("table state lock")
@@ -206,7 +206,8 @@ impl Table {
 
     /// Writes `batches` as new files and publishes them in one commit, with
     /// `checkpoints` updated in the same commit. String columns may come as
-    /// views (`Utf8View`) of the table's `Utf8`: the files are the same.
+    /// views (`Utf8View`) of the table's `Utf8`, in every batch of the call
+    /// alike: the files are the same.
     pub fn append(
         &self,
         batches: &[RecordBatch],
@@ -214,13 +215,16 @@ impl Table {
     ) -> Result<Arc<Snapshot>> {
         self.check_writable()?;
         for batch in batches {
-            if !crate::write::holds_table_schema(batch, &self.spec.schema) {
-                bail!(
-                    "batch schema does not match table {}: {:?}",
-                    self.spec.name,
-                    batch.schema()
-                );
-            }
+            self.check_schema(batch, Strings::AsViews)?;
+        }
+        if batches
+            .windows(2)
+            .any(|pair| pair[0].schema() != pair[1].schema())
+        {
+            bail!(
+                "the batches of one append to {} hold their strings in different forms",
+                self.spec.name
+            );
         }
         let _writer = self.write_lock.lock().expect("write lock");
         let files = write_files(&self.dir, &self.spec, batches)?;
@@ -440,8 +444,14 @@ impl Table {
         Ok(())
     }
 
-    fn check_schema(&self, batch: &RecordBatch) -> Result<()> {
-        if batch.schema().fields() != self.spec.schema.fields() {
+    /// Whether `batch` holds the table's columns, its strings as declared
+    /// or, with [`Strings::AsViews`], possibly as views.
+    fn check_schema(&self, batch: &RecordBatch, strings: Strings) -> Result<()> {
+        let fits = match strings {
+            Strings::AsDeclared => batch.schema().fields() == self.spec.schema.fields(),
+            Strings::AsViews => crate::write::holds_table_schema(batch, &self.spec.schema),
+        };
+        if !fits {
             bail!(
                 "batch schema does not match table {}: {:?}",
                 self.spec.name,
@@ -488,13 +498,13 @@ fn compaction_groups<'a>(files: &[&'a DataFile], target_rows: u64) -> Vec<Vec<&'
     groups
 }
 
-/// How [`read_file`] hands over string columns.
+/// The form of a table's string columns in batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Strings {
     /// As the table declares them.
     AsDeclared,
-    /// As views into the decoded pages: no copy of every string, for
-    /// readers that only move rows to another file (compaction).
+    /// As views (`Utf8View`): into text a writer already holds, or into
+    /// the decoded pages of a file read only to move its rows (compaction).
     AsViews,
 }
 

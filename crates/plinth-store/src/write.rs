@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{Array, ArrayRef, TimestampMicrosecondArray, UInt32Array};
 use datafusion::arrow::compute::{
-    LexicographicalComparator, SortColumn, cast, concat_batches, max, min, take,
+    LexicographicalComparator, SortColumn, concat_batches, max, min, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -50,16 +50,9 @@ pub(crate) fn write_files(
     let Some(first) = batches.first() else {
         return Ok(vec![]);
     };
-    // Batches of one form are joined as they are; mixed forms as the table's.
-    let batch = if batches.iter().all(|b| b.schema() == first.schema()) {
-        concat_batches(&first.schema(), batches.iter().copied())?
-    } else {
-        let cast: Vec<RecordBatch> = batches
-            .iter()
-            .map(|b| as_table_schema(b, &spec.schema))
-            .collect::<Result<_>>()?;
-        concat_batches(&spec.schema, &cast)?
-    };
+    // The batches of one write share one form: strings as declared, or as
+    // views (`Table::append`).
+    let batch = concat_batches(&first.schema(), batches.iter().copied())?;
     let partition_micros = match spec.partition_column {
         Some(name) => Some(
             batch
@@ -225,17 +218,6 @@ pub(crate) fn holds_table_schema(batch: &RecordBatch, schema: &SchemaRef) -> boo
                     || (given.data_type() == &DataType::Utf8View
                         && table.data_type() == &DataType::Utf8))
         })
-}
-
-/// `batch` with its columns cast to `schema`'s types.
-fn as_table_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| cast(column, field.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// `YYYY-MM-DD` of a day number since the epoch.

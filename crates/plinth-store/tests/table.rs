@@ -167,7 +167,10 @@ fn strings_appended_as_views_are_written_as_the_tables_strings() {
         .collect();
     let views =
         RecordBatch::try_new(schema::strings_as_views(&schema::events()), as_views).unwrap();
-    store.events.append(&[views], &BTreeMap::new()).unwrap();
+    store
+        .events
+        .append(std::slice::from_ref(&views), &BTreeMap::new())
+        .unwrap();
 
     let file = &store.events.snapshot().files[0];
     let path = dir.path().join("tables/events").join(&file.path);
@@ -177,7 +180,17 @@ fn strings_appended_as_views_are_written_as_the_tables_strings() {
         )
         .unwrap();
     assert_eq!(reader.schema(), &schema::events());
-    assert_eq!(store.events.read_all().unwrap(), [rows]);
+    assert_eq!(
+        store.events.read_all().unwrap(),
+        std::slice::from_ref(&rows)
+    );
+
+    // Both forms in one append are refused, not written half and half.
+    let error = store
+        .events
+        .append(&[views.clone(), rows.clone()], &BTreeMap::new())
+        .unwrap_err();
+    assert!(error.to_string().contains("different forms"), "{error}");
 
     // A batch of other columns is still refused.
     let other = Schema::new(vec![Field::new("uuid", DataType::Utf8View, false)]);
