@@ -159,6 +159,10 @@ pub(crate) fn non_blank_id(text: Cow<'_, str>) -> Option<Cow<'_, str>> {
 /// Truncates an id or event name to PostHog's 200 characters. A borrowed
 /// text stays borrowed, so that a line read as text is not copied.
 fn truncate_id(text: Cow<'_, str>) -> Cow<'_, str> {
+    // No more bytes is no more characters: nearly every id, not counted.
+    if text.len() <= MAX_ID_CHARS {
+        return text;
+    }
     let Some((cut, _)) = text.char_indices().nth(MAX_ID_CHARS) else {
         return text;
     };

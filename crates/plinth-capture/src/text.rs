@@ -4,20 +4,29 @@
 //! `serde_json::Value` tree of each line, writing its properties back out
 //! and copying its strings was most of that CPU, so events in PostHog's
 //! plain file shape (`uuid`, `event`, `distinct_id`, `timestamp`,
-//! `properties`, nothing else at the top) are read without the tree: the
-//! properties stay the client's text, scanned only for `$session_id`,
-//! `$lib` and the keys identity facts come from. Nearly every such event
-//! has no identity facts and string values; it is read with the general
-//! way's rules ([`crate::event::id_text`], [`crate::timestamp::event_time`])
-//! into slices of the line, copying only strings that hold escapes. The
-//! others have just those keys normalized by [`crate::normalize_json_event`],
-//! so their identity facts are exactly its facts. Every other line
-//! (Segment, `sent_at`, top-level `$set`, a wrong type, a rejection) takes
-//! the general way, [`crate::normalize_json_event`].
+//! `properties`, nothing else at the top) are read without the tree, in one
+//! serde_json pass over the line: the properties object is visited for
+//! `$session_id`, `$lib` and the keys identity facts come from, its other
+//! values skipped, and its text is found from where the values around it
+//! end, so it stays the client's text. (The SIMD parsers sonic-rs and
+//! simd-json both read these lines, about 400 bytes of short values,
+//! slower than serde_json does.) A scan of the line's `\`, `{` and `[`
+//! before that sends the general way what skipping checks less than the
+//! tree does, and tells whether any string can hold an escape.
+//!
+//! Nearly every such event has no identity facts and string values; it is
+//! read with the general way's rules ([`crate::event::id_text`],
+//! [`crate::timestamp::event_time`]) into slices of the line, copying only
+//! strings that hold escapes. The others have just those keys normalized by
+//! [`crate::normalize_json_event`], so their identity facts are exactly its
+//! facts. Every other line (Segment, `sent_at`, top-level `$set`, a wrong
+//! type, a rejection) takes the general way, [`crate::normalize_json_event`].
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -99,53 +108,158 @@ pub fn normalize_json_text(text: &str, received_at_micros: i64) -> Result<TextEv
     Ok(TextEvent::from_normalized(event))
 }
 
-/// The top level of a plain PostHog event, each value left as its text;
-/// any other key, or a key given twice, makes the line take the general way.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The event, if `text` is a plain PostHog event that normalizes without a
+/// rejection; `None` sends it the general way.
+fn read_plain(text: &str, received_at_micros: i64) -> Option<TextEvent<'_>> {
+    let escapes = scan(text)?;
+    let mut plain = PlainEvent::default();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let visitor = PlainEventVisitor {
+        text,
+        plain: &mut plain,
+    };
+    deserializer.deserialize_map(visitor).ok()?;
+    deserializer.end().ok()?;
+    let properties_text = plain.properties_text.unwrap_or("{}");
+    read_direct(&plain, properties_text, escapes, received_at_micros)
+        .or_else(|| read_normalized(&plain, properties_text, received_at_micros))
+}
+
+/// Whether the strings of a line may hold escapes: none do in a line
+/// without a `\`, so its strings need not be searched for one.
+#[derive(Clone, Copy, PartialEq)]
+enum Escapes {
+    Absent,
+    Present,
+}
+
+/// The deepest nesting serde_json (the general way's parser) reads.
+const TREE_MAX_DEPTH: usize = 127;
+
+/// Whether the line may hold escapes, or `None` if the parse below would
+/// not check it as the general way does. Skipped values are checked less
+/// than parsed ones: a lone surrogate escape makes the tree refuse the
+/// line, and so does nesting deeper than it reads. So lines with text that
+/// looks like a `\uD800`-`\uDFFF` escape, or nested that deep, take that
+/// way. Only a line with more brackets than that has its depth measured.
+fn scan(text: &str) -> Option<Escapes> {
+    let bytes = text.as_bytes();
+    let mut escapes = Escapes::Absent;
+    let mut open_brackets = 0;
+    for at in memchr::memchr3_iter(b'\\', b'{', b'[', bytes) {
+        if bytes[at] == b'\\' {
+            escapes = Escapes::Present;
+            if matches!(
+                bytes.get(at + 1..at + 4),
+                Some([b'u', b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+            ) {
+                return None;
+            }
+        } else {
+            open_brackets += 1;
+        }
+    }
+    (open_brackets <= TREE_MAX_DEPTH || nesting_depth(bytes) <= TREE_MAX_DEPTH).then_some(escapes)
+}
+
+/// How deep JSON text nests (brackets in its strings do not count).
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    deepest
+}
+
+/// A plain PostHog event, each value left as its text (`null` reads as
+/// absent).
+#[derive(Default)]
 struct PlainEvent<'a> {
-    #[serde(borrow)]
     uuid: Option<&'a RawValue>,
-    #[serde(borrow)]
     event: Option<&'a RawValue>,
-    #[serde(borrow)]
     distinct_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
-    properties: Option<&'a RawValue>,
+    /// The properties object's text (`None` if absent or `null`).
+    properties_text: Option<&'a str>,
+    properties: PlainProperties<'a>,
+}
+
+/// The keys of a plain event; any other makes the line take the general way.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum PlainKey {
+    Uuid,
+    Event,
+    DistinctId,
+    Timestamp,
+    Properties,
 }
 
 /// The properties that the event's columns (`$session_id`, `$lib`) and its
 /// identity facts (the others, see [`crate::event::check_identity`] and
 /// [`crate::event::finish`]) are read from; the rest are skipped.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct PlainProperties<'a> {
-    #[serde(rename = "$session_id", borrow)]
     session_id: Option<&'a RawValue>,
-    #[serde(rename = "$lib", borrow)]
     lib: Option<&'a RawValue>,
-    #[serde(rename = "$set", borrow)]
     set: Option<&'a RawValue>,
-    #[serde(rename = "$set_once", borrow)]
     set_once: Option<&'a RawValue>,
-    #[serde(rename = "$anon_distinct_id", borrow)]
     anon_distinct_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     alias: Option<&'a RawValue>,
-    #[serde(rename = "$group_type", borrow)]
     group_type: Option<&'a RawValue>,
-    #[serde(rename = "$group_key", borrow)]
     group_key: Option<&'a RawValue>,
-    #[serde(rename = "$group_set", borrow)]
     group_set: Option<&'a RawValue>,
-    #[serde(rename = "$groups", borrow)]
     groups: Option<&'a RawValue>,
 }
 
+/// The keys of [`PlainProperties`], and the others.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(field_identifier)]
+enum PropertyKey {
+    #[serde(rename = "$session_id")]
+    SessionId,
+    #[serde(rename = "$lib")]
+    Lib,
+    #[serde(rename = "$set")]
+    Set,
+    #[serde(rename = "$set_once")]
+    SetOnce,
+    #[serde(rename = "$anon_distinct_id")]
+    AnonDistinctId,
+    #[serde(rename = "alias")]
+    Alias,
+    #[serde(rename = "$group_type")]
+    GroupType,
+    #[serde(rename = "$group_key")]
+    GroupKey,
+    #[serde(rename = "$group_set")]
+    GroupSet,
+    #[serde(rename = "$groups")]
+    Groups,
+    #[serde(other)]
+    Other,
+}
+
 impl<'a> PlainProperties<'a> {
-    /// The properties identity facts come from, with their keys; `null`
-    /// reads as absent, which is what it means to those facts.
+    /// The properties identity facts come from, with their keys.
     fn identity_keys(&self) -> [(&'static str, Option<&'a RawValue>); 8] {
         [
             ("$set", self.set),
@@ -160,26 +274,162 @@ impl<'a> PlainProperties<'a> {
     }
 }
 
-/// The event, if `text` is a plain PostHog event that normalizes without a
-/// rejection; `None` sends it the general way.
-fn read_plain(text: &str, received_at_micros: i64) -> Option<TextEvent<'_>> {
-    // Skipped text is checked less than parsed text: a lone surrogate
-    // escape makes the tree refuse the line, so escaped surrogates go that way.
-    if has_surrogate_escape(text) {
-        return None;
+/// Reads a plain event in one pass over its text. The properties object is
+/// visited, not kept as a raw value, so its text is found from where the
+/// values around it end (a `&RawValue` is a slice of the line): it starts
+/// after the key that follows the value before it, and ends at the `}`
+/// after its own last value.
+struct PlainEventVisitor<'a, 'p> {
+    text: &'a str,
+    plain: &'p mut PlainEvent<'a>,
+}
+
+impl<'de> Visitor<'de> for PlainEventVisitor<'de, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a plain PostHog event")
     }
-    let plain: PlainEvent = serde_json::from_str(text).ok()?;
-    // `null` reads as `None`.
-    let properties_text = match plain.properties.map(RawValue::get) {
-        None => "{}",
-        Some(object) if object.starts_with('{') => object,
-        Some(_) => return None,
-    };
-    // Duplicate keys read here are an error, where the general way keeps
-    // the last: such rare lines take that way.
-    let properties: PlainProperties = serde_json::from_str(properties_text).ok()?;
-    read_direct(&plain, &properties, properties_text, received_at_micros)
-        .or_else(|| read_normalized(&plain, &properties, properties_text, received_at_micros))
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (text, plain) = (self.text, self.plain);
+        let mut seen = 0u8;
+        // Where the value before ends (at first, before the object's `{`).
+        let mut read_to = 0;
+        while let Some(key) = map.next_key::<PlainKey>()? {
+            // The general way keeps the last of a key given twice: such rare
+            // lines take that way.
+            let bit = 1 << key as u8;
+            if seen & bit != 0 {
+                return Err(de::Error::custom("a key given twice"));
+            }
+            seen |= bit;
+            let slot = match key {
+                PlainKey::Uuid => &mut plain.uuid,
+                PlainKey::Event => &mut plain.event,
+                PlainKey::DistinctId => &mut plain.distinct_id,
+                PlainKey::Timestamp => &mut plain.timestamp,
+                PlainKey::Properties => {
+                    let start = value_after_key(text, read_to).ok_or_else(not_in_line)?;
+                    read_to = map.next_value_seed(PropertiesVisitor { text, start, plain })?;
+                    continue;
+                }
+            };
+            let raw: &RawValue = map.next_value()?;
+            read_to = end_in(text, raw.get()).ok_or_else(not_in_line)?;
+            *slot = present(raw);
+        }
+        Ok(())
+    }
+}
+
+/// Reads the properties value, which starts at `start` in `text`: an object
+/// (or `null`, read as absent). Gives where it ends.
+struct PropertiesVisitor<'a, 'p> {
+    text: &'a str,
+    start: usize,
+    plain: &'p mut PlainEvent<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for PropertiesVisitor<'de, '_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PropertiesVisitor<'de, '_> {
+    type Value = usize;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an object or null")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(self.start + "null".len())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let (text, properties) = (self.text, &mut self.plain.properties);
+        let mut seen = 0u16;
+        // Where the last value ends (at first, inside the `{`).
+        let mut read_to = self.start + 1;
+        while let Some(key) = map.next_key::<PropertyKey>()? {
+            let raw: &RawValue = map.next_value()?;
+            read_to = end_in(text, raw.get()).ok_or_else(not_in_line)?;
+            let slot = match key {
+                PropertyKey::SessionId => &mut properties.session_id,
+                PropertyKey::Lib => &mut properties.lib,
+                PropertyKey::Set => &mut properties.set,
+                PropertyKey::SetOnce => &mut properties.set_once,
+                PropertyKey::AnonDistinctId => &mut properties.anon_distinct_id,
+                PropertyKey::Alias => &mut properties.alias,
+                PropertyKey::GroupType => &mut properties.group_type,
+                PropertyKey::GroupKey => &mut properties.group_key,
+                PropertyKey::GroupSet => &mut properties.group_set,
+                PropertyKey::Groups => &mut properties.groups,
+                PropertyKey::Other => continue,
+            };
+            // A key given twice (`null` or not): as above.
+            let bit = 1 << key as u16;
+            if seen & bit != 0 {
+                return Err(de::Error::custom("a property given twice"));
+            }
+            seen |= bit;
+            *slot = present(raw);
+        }
+        let end = skip_whitespace(text, read_to)
+            .filter(|&at| text.as_bytes()[at] == b'}')
+            .ok_or_else(not_in_line)?
+            + 1;
+        let object = text.get(self.start..end).ok_or_else(not_in_line)?;
+        self.plain.properties_text = Some(object);
+        Ok(end)
+    }
+}
+
+/// `raw` unless it is `null`, which means absent to every field read here.
+fn present(raw: &RawValue) -> Option<&RawValue> {
+    (raw.get() != "null").then_some(raw)
+}
+
+/// Where the value starts of the key that follows offset `at` of `text`
+/// (past a `{` or `,`, the key and its `:`). The parser has read that far,
+/// so the text there is JSON.
+fn value_after_key(text: &str, at: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let punctuation = skip_whitespace(text, at)?;
+    let mut at = skip_whitespace(text, punctuation + 1)? + 1;
+    // The key's closing quote is the first one not escaped.
+    while *bytes.get(at)? != b'"' {
+        at += if bytes[at] == b'\\' { 2 } else { 1 };
+    }
+    let colon = skip_whitespace(text, at + 1)?;
+    skip_whitespace(text, colon + 1)
+}
+
+/// The first offset from `at` on that is not JSON whitespace.
+fn skip_whitespace(text: &str, at: usize) -> Option<usize> {
+    let skipped = text.as_bytes().get(at..)?;
+    let blank = skipped
+        .iter()
+        .take_while(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+        .count();
+    Some(at + blank).filter(|&at| at < text.len())
+}
+
+/// Where `part`, a slice of `text`, ends in it.
+fn end_in(text: &str, part: &str) -> Option<usize> {
+    let start = part.as_ptr().addr().checked_sub(text.as_ptr().addr())?;
+    let end = start + part.len();
+    (end <= text.len()).then_some(end)
+}
+
+/// What a position that is not in the line would be: never, as the parser
+/// lends every raw value from the line and has read the text around them.
+fn not_in_line<E: de::Error>() -> E {
+    E::custom("a value not read from the line")
 }
 
 /// Nearly every line: an event without identity facts whose values have
@@ -188,10 +438,11 @@ fn read_plain(text: &str, received_at_micros: i64) -> Option<TextEvent<'_>> {
 /// for any other line, including those the general way rejects.
 fn read_direct<'a>(
     plain: &PlainEvent<'a>,
-    properties: &PlainProperties<'a>,
     properties_text: &'a str,
+    escapes: Escapes,
     received_at_micros: i64,
 ) -> Option<TextEvent<'a>> {
+    let properties = &plain.properties;
     if properties
         .identity_keys()
         .iter()
@@ -199,7 +450,7 @@ fn read_direct<'a>(
     {
         return None;
     }
-    let event = event::non_blank_id(json_text(plain.event?)?)?;
+    let event = event::non_blank_id(json_text(plain.event?, escapes)?)?;
     // The general way checks these events' identity properties.
     if matches!(
         event.as_ref(),
@@ -207,18 +458,19 @@ fn read_direct<'a>(
     ) {
         return None;
     }
-    let distinct_id = event::non_blank_id(json_text(plain.distinct_id?)?)?;
+    let distinct_id = event::non_blank_id(json_text(plain.distinct_id?, escapes)?)?;
     // A blank id is no id; another type takes the general way.
     let uuid = match plain.uuid {
         None => None,
-        Some(raw) => event::non_blank_id(json_text(raw)?),
+        Some(raw) => event::non_blank_id(json_text(raw, escapes)?),
     };
     let micros = match plain.timestamp {
         None => received_at_micros,
-        Some(raw) => timestamp::parse_text(&json_text(raw)?)?,
+        Some(raw) => timestamp::parse_text(&json_text(raw, escapes)?)?,
     };
     let timestamp_micros = timestamp::check_range(i128::from(micros), received_at_micros).ok()?;
-    let column = |raw: Option<&'a RawValue>| json_text(raw?).filter(|text| !text.is_empty());
+    let column =
+        |raw: Option<&'a RawValue>| json_text(raw?, escapes).filter(|text| !text.is_empty());
     Some(TextEvent {
         uuid,
         event,
@@ -237,17 +489,16 @@ fn read_direct<'a>(
 /// properties stay the line's text. `None` if it rejects the event.
 fn read_normalized<'a>(
     plain: &PlainEvent<'_>,
-    properties: &PlainProperties<'_>,
     properties_text: &'a str,
     received_at_micros: i64,
 ) -> Option<TextEvent<'a>> {
     let properties = object(
         [
-            ("$session_id", properties.session_id),
-            ("$lib", properties.lib),
+            ("$session_id", plain.properties.session_id),
+            ("$lib", plain.properties.lib),
         ]
         .into_iter()
-        .chain(properties.identity_keys()),
+        .chain(plain.properties.identity_keys()),
     )?;
     let event = object([
         ("uuid", plain.uuid),
@@ -279,23 +530,12 @@ fn object<'a>(
 /// The text of a JSON string: a slice of the line when it holds no escape
 /// (the parser checked it, so the slice is the text), else decoded. `None`
 /// for other values.
-fn json_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+fn json_text(raw: &RawValue, escapes: Escapes) -> Option<Cow<'_, str>> {
     let quoted = raw.get();
     let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
-    if inner.contains('\\') {
+    if escapes == Escapes::Present && inner.contains('\\') {
         serde_json::from_str(quoted).ok().map(Cow::Owned)
     } else {
         Some(Cow::Borrowed(inner))
     }
-}
-
-/// Whether `text` holds a `\uD800`-`\uDFFF` escape (or text that looks like one).
-fn has_surrogate_escape(text: &str) -> bool {
-    text.match_indices("\\u").any(|(at, _)| {
-        let hex = text.as_bytes().get(at + 2..at + 4);
-        matches!(
-            hex,
-            Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
-        )
-    })
 }

@@ -30,6 +30,7 @@ const PLAIN: &[&str] = &[
     r#"{"event":"e","distinct_id":"u"}"#,
     r#"{ "event" : "spaced", "distinct_id" : "u", "properties" : { "a" : [1, {"b": null}], "s": "\u00e9\n\"q\"" } }"#,
     r#"{"event":"e","distinct_id":"u","properties":{"$session_id":"","$lib":5,"$set":"not an object"}}"#,
+    r#"{"event":"e","distinct_id":"u","properties":{"$l\u0069b":"web","$set":{"\u0061":1}}}"#,
 ];
 
 const READ_IN_PLACE: usize = 2;
@@ -49,6 +50,7 @@ const GENERAL: &[&str] = &[
     r#"{"event":"$create_alias","distinct_id":"u","properties":{}}"#,
     r#"{"event":"$groupidentify","distinct_id":"u","properties":{"$group_key":"k"}}"#,
     r#"{"event":"e","distinct_id":"u","properties":{"$lib":"a","$lib":"b"}}"#,
+    r#"{"event":"e","distinct_id":"u","properties":{"$lib":null,"$lib":"b"}}"#,
     r#"{"event":"e","distinct_id":"u","properties":{"x":"\ud800"}}"#,
     r#"{"event":"e","distinct_id":"u","properties":{"emoji":"\ud83d\ude00"}}"#,
     r#"{"event":"e","distinct_id":"u""#,
@@ -140,6 +142,106 @@ fn other_lines_are_read_the_general_way() {
         }
     }
     assert_eq!(rejected, 10, "the rejected lines of GENERAL");
+}
+
+#[test]
+fn properties_text_is_found_wherever_it_is() {
+    let lines = [
+        (
+            r#"{"properties" : { "$lib" : "web" } , "event":"e","distinct_id":"u"}"#,
+            r#"{ "$lib" : "web" }"#,
+        ),
+        (
+            r#"{"event":"e","propert\u0069es":{"a":"}","b":[{"}":"\\"}]},"distinct_id":"u"}"#,
+            r#"{"a":"}","b":[{"}":"\\"}]}"#,
+        ),
+        (
+            r#"{"uuid":null,"event":"e","distinct_id":"u","timestamp":null,"properties":{ }}"#,
+            "{ }",
+        ),
+        (
+            "\t{\"event\":\"e\",\"distinct_id\":\"u\",\"properties\":{\"k\":1.5e3}}\r\n",
+            r#"{"k":1.5e3}"#,
+        ),
+    ];
+    for (line, properties) in lines {
+        let event = accepted(line);
+        assert_eq!(event.properties, properties, "{line}");
+        assert!(is_borrowed(&event.properties), "{line}");
+    }
+    let line = r#"{"properties":null,"event":"e","distinct_id":"u"}"#;
+    assert_eq!(accepted(line).properties, "{}");
+}
+
+/// The text way keeps the properties text unparsed, so it must refuse what
+/// the tree way refuses, deep inside skipped values too.
+#[test]
+fn invalid_json_is_refused_inside_properties() {
+    let values = [
+        r#""\x""#,
+        "\"a\u{1}b\"",
+        "\"tab\there\"",
+        r#""\uZZZZ""#,
+        r#""\u12""#,
+        "01",
+        "-01",
+        "1.",
+        "-",
+        ".5",
+        "+1",
+        "1e",
+        "1e+",
+        "0x1",
+        "NaN",
+        "Infinity",
+        "tru",
+        "nul",
+        "'a'",
+        "[1,]",
+        "[1 2]",
+        "[1",
+        r#"{"a":1,}"#,
+        r#"{"a" 1}"#,
+        r#"{"a":1 "b":2}"#,
+        r#"{"b":[{"c":[01]}]}"#,
+    ];
+    let lines = values
+        .iter()
+        .map(|value| format!(r#"{{"event":"e","distinct_id":"u","properties":{{"a":{value}}}}}"#))
+        .chain(
+            [
+                r#"{"event":"e","distinct_id":"u","properties":{"a":1,}}"#,
+                r#"{"event":"e","distinct_id":"u","properties":{"a":1}} x"#,
+                r#"{"event":"e","distinct_id":"u","properties":{"a":1}}}"#,
+                r#"{"event":"e","distinct_id":"u","properties":{"a":1},}"#,
+                r#"{"event":"e","distinct_id":"u","properties":{"a":1}"#,
+                r#"{"event":"e","distinct_id":"u","properties":{"a":[1}}"#,
+                r#"{"event":"e","distinct_id":"u","properties":{"a":"1}}"#,
+            ]
+            .map(str::to_owned),
+        );
+    for line in lines {
+        let reason = assert_agrees(&line).expect_err(&line);
+        assert!(reason.starts_with("not valid JSON"), "{line}: {reason}");
+    }
+}
+
+/// serde_json, the tree way's parser, reads 127 levels of nesting.
+#[test]
+fn nesting_is_read_as_deep_as_the_tree_reads() {
+    let nested = |levels: usize| {
+        let inner = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        format!(r#"{{"event":"e","distinct_id":"u","properties":{{"a":{inner}}}}}"#)
+    };
+    let line = nested(125);
+    assert!(is_borrowed(&accepted(&line).properties));
+    let line = nested(126);
+    let reason = assert_agrees(&line).expect_err(&line);
+    assert!(reason.contains("recursion limit"), "{reason}");
+    let many = vec!["{}"; 300].join(",");
+    let line =
+        format!(r#"{{"event":"e","distinct_id":"u","properties":{{"a":[{many}],"b":"[{{"}}}}"#);
+    assert!(is_borrowed(&accepted(&line).properties));
 }
 
 #[test]
