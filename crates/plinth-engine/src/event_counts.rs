@@ -584,6 +584,7 @@ mod tests {
             partition: None,
             min_micros: Some(first),
             max_micros: Some(last),
+            staged: false,
         };
         let view = TableView {
             table_dir: dir.path().to_path_buf(),

@@ -268,7 +268,11 @@ impl DecodedChunk {
                 )?;
             }
             let batch = ingestor.chunk_batch(&text, &self.events, now)?;
-            ingestor.store().events.append(&[batch], &self.checkpoint)?;
+            // Compaction rewrites an import's files (one per day and chunk).
+            ingestor
+                .store()
+                .events
+                .append_staged(&[batch], &self.checkpoint)?;
         }
         let mut parts = self.events;
         parts.extend(self.replayed);

@@ -30,4 +30,4 @@ mod write;
 pub use provider::TableProviderExt;
 pub use store::{Mode, Store};
 pub use table::{CompactionReport, Table, TableSpec, TableView};
-pub use write::{partition_day, partition_start, write_parquet_file};
+pub use write::{FileForm, partition_day, partition_start, write_parquet_file};

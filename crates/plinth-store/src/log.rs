@@ -37,6 +37,10 @@ pub struct DataFile {
     /// Smallest and largest partition timestamp in the file (UTC micros).
     pub min_micros: Option<i64>,
     pub max_micros: Option<i64>,
+    /// Written to be rewritten (see `FileForm::Staged`): compaction takes
+    /// it whatever its size. Logs from before staged files read as `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
 }
 
 /// A file that left the snapshot and waits for vacuum to delete it.

@@ -17,7 +17,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::log::{self, DataFile, Snapshot, Tombstone};
-use crate::write::{map_on_every_core, write_files};
+use crate::write::{FileForm, map_on_every_core, write_files};
 
 /// What a table is: its name, schema and physical layout.
 #[derive(Debug, Clone)]
@@ -213,6 +213,26 @@ impl Table {
         batches: &[RecordBatch],
         checkpoints: &BTreeMap<String, u64>,
     ) -> Result<Arc<Snapshot>> {
+        self.append_in(FileForm::Final, batches, checkpoints)
+    }
+
+    /// [`Table::append`], its files written to be rewritten by compaction
+    /// (see [`FileForm::Staged`]): for writers whose files compaction
+    /// merges anyway, such as imports.
+    pub fn append_staged(
+        &self,
+        batches: &[RecordBatch],
+        checkpoints: &BTreeMap<String, u64>,
+    ) -> Result<Arc<Snapshot>> {
+        self.append_in(FileForm::Staged, batches, checkpoints)
+    }
+
+    fn append_in(
+        &self,
+        form: FileForm,
+        batches: &[RecordBatch],
+        checkpoints: &BTreeMap<String, u64>,
+    ) -> Result<Arc<Snapshot>> {
         self.check_writable()?;
         for batch in batches {
             self.check_schema(batch, Strings::AsViews)?;
@@ -227,7 +247,7 @@ impl Table {
             );
         }
         let _writer = self.write_lock.lock().expect("write lock");
-        let files = write_files(&self.dir, &self.spec, batches)?;
+        let files = write_files(&self.dir, &self.spec, batches, form)?;
         self.commit("append", |snapshot| {
             snapshot.files.extend(files);
             snapshot.checkpoints.extend(checkpoints.clone());
@@ -250,7 +270,7 @@ impl Table {
             return Ok(0);
         }
         let rows = pending.iter().map(|b| b.num_rows()).sum();
-        let files = write_files(&self.dir, &self.spec, &pending)?;
+        let files = write_files(&self.dir, &self.spec, &pending, FileForm::Final)?;
         let mut state = self.state.write().expect("table state lock");
         let mut snapshot = (*state.snapshot).clone();
         snapshot.files.extend(files);
@@ -284,7 +304,7 @@ impl Table {
             state.buffered[..batches].to_vec()
         };
         let rows = pending.iter().map(|b| b.num_rows()).sum();
-        let files = write_files(&self.dir, &self.spec, &pending)?;
+        let files = write_files(&self.dir, &self.spec, &pending, FileForm::Final)?;
         let mut state = self.state.write().expect("table state lock");
         let mut snapshot = (*state.snapshot).clone();
         snapshot.files.extend(files);
@@ -304,7 +324,7 @@ impl Table {
     ) -> Result<Arc<Snapshot>> {
         self.check_writable()?;
         let _writer = self.write_lock.lock().expect("write lock");
-        let files = write_files(&self.dir, &self.spec, batches)?;
+        let files = write_files(&self.dir, &self.spec, batches, FileForm::Final)?;
         self.commit("replace", |snapshot| {
             let now = now_micros();
             let old = std::mem::replace(&mut snapshot.files, files);
@@ -319,7 +339,8 @@ impl Table {
     }
 
     /// Merges each partition's small files into files of up to
-    /// `target_rows`, sorted by the table's sort key. Readers keep reading the
+    /// `target_rows`, sorted by the table's sort key, and rewrites staged
+    /// files in their final form. Readers keep reading the
     /// old snapshot until the new one is published; the old files stay on
     /// disk until [`Table::vacuum`].
     pub fn compact(&self, target_rows: u64) -> Result<CompactionReport> {
@@ -348,7 +369,7 @@ impl Table {
                     Strings::AsViews,
                 )?);
             }
-            write_files(&self.dir, &self.spec, &batches)
+            write_files(&self.dir, &self.spec, &batches, FileForm::Final)
         });
         let mut added = Vec::new();
         for files in merged {
@@ -473,13 +494,14 @@ fn tombstone(snapshot: &mut Snapshot, paths: &HashSet<String>) {
         }));
 }
 
-/// Groups of files worth merging: runs of files whose rows add up to at most
-/// `target_rows`, each group at least two files.
+/// Groups of files worth rewriting: runs of small or staged files whose
+/// rows add up to at most `target_rows` (a larger staged file alone), each
+/// group at least two files or a staged one.
 fn compaction_groups<'a>(files: &[&'a DataFile], target_rows: u64) -> Vec<Vec<&'a DataFile>> {
     let mut small: Vec<&DataFile> = files
         .iter()
         .copied()
-        .filter(|f| f.rows < target_rows)
+        .filter(|f| f.rows < target_rows || f.staged)
         .collect();
     small.sort_by_key(|f| f.rows);
     let mut groups = Vec::new();
@@ -494,7 +516,7 @@ fn compaction_groups<'a>(files: &[&'a DataFile], target_rows: u64) -> Vec<Vec<&'
         current.push(file);
     }
     groups.push(current);
-    groups.retain(|g| g.len() > 1);
+    groups.retain(|g| g.len() > 1 || g.iter().any(|f| f.staged));
     groups
 }
 

@@ -15,7 +15,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
 use datafusion::parquet::arrow::{ArrowWriter, add_encoded_arrow_schema_to_metadata};
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 
 use crate::log::{DataFile, sync_dir};
@@ -39,12 +39,14 @@ pub fn partition_start(day: i64) -> i64 {
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Sorts `batches` by the table's sort key and writes one file per partition
-/// (event date). Files are fsynced under their final names, which no snapshot
-/// references yet; the caller publishes them through a log commit.
+/// (event date) in `form`. Files are fsynced under their final names, which
+/// no snapshot references yet; the caller publishes them through a log
+/// commit.
 pub(crate) fn write_files(
     table_dir: &Path,
     spec: &TableSpec,
     batches: &[RecordBatch],
+    form: FileForm,
 ) -> Result<Vec<DataFile>> {
     let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let Some(first) = batches.first() else {
@@ -114,7 +116,7 @@ pub(crate) fn write_files(
             }
         }
     }
-    write_parts(table_dir, &spec.schema, parts)
+    write_parts(table_dir, &spec.schema, parts, form)
 }
 
 /// A file to write: its partition, its rows and their time range.
@@ -123,9 +125,14 @@ type Part = (Option<String>, RecordBatch, Option<(i64, i64)>);
 /// Writes one file per part, in order, on every core: encoding and
 /// compressing is most of a flush, and one chunk of an import holds
 /// several days.
-fn write_parts(table_dir: &Path, schema: &SchemaRef, parts: Vec<Part>) -> Result<Vec<DataFile>> {
+fn write_parts(
+    table_dir: &Path,
+    schema: &SchemaRef,
+    parts: Vec<Part>,
+    form: FileForm,
+) -> Result<Vec<DataFile>> {
     map_on_every_core(&parts, |(partition, batch, range)| {
-        write_one(table_dir, schema, partition.clone(), batch, *range)
+        write_one(table_dir, schema, partition.clone(), batch, *range, form)
     })
     .into_iter()
     .collect()
@@ -228,26 +235,55 @@ pub(crate) fn day_name(day: i64) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
-/// How every Parquet file of a data directory is written: zstd level 1,
-/// row groups of [`ROW_GROUP_ROWS`]. `person_num` is delta-encoded: events
-/// sort by person number within an event, so its deltas take a few bits,
-/// where a dictionary of up to millions of numbers overflows to plain
-/// 8-byte values that zstd must then inflate on every scan. Event ids and
-/// properties are (nearly) unique: a dictionary of them only costs the
-/// writer a hash of every value, and of an import's small files it kept
-/// whole dictionaries of ids.
-fn parquet_properties() -> WriterProperties {
-    let person_num = ColumnPath::from("person_num");
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
-        ))
+/// How a data file is encoded: for reading it many times, or for
+/// rewriting it soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileForm {
+    /// For reading: zstd, dictionaries. What compaction writes, and every
+    /// writer whose files may stay as they are.
+    #[default]
+    Final,
+    /// For rewriting: an import's files are small (one per day and chunk)
+    /// and compaction rewrites them all, so they are written as a log
+    /// structured store writes its first level: LZ4, no dictionaries. Such
+    /// a file is about half again as large, as fast to read, and a tenth
+    /// of an import's CPU cheaper to write.
+    Staged,
+}
+
+/// How every Parquet file of a data directory is written: row groups of
+/// [`ROW_GROUP_ROWS`], no statistics of `properties` (no query prunes on
+/// a JSON text's range, and comparing long texts was 5% of an import),
+/// and by `form`:
+/// - [`FileForm::Final`]: zstd level 1. `person_num` is delta-encoded:
+///   events sort by person number within an event, so its deltas take a
+///   few bits, where a dictionary of up to millions of numbers overflows
+///   to plain 8-byte values that zstd must then inflate on every scan.
+///   Event ids and properties are (nearly) unique: a dictionary of them
+///   only costs the writer a hash of every value.
+/// - [`FileForm::Staged`]: LZ4 and plain values.
+fn parquet_properties(form: FileForm) -> WriterProperties {
+    let properties = ColumnPath::from("properties");
+    let builder = WriterProperties::builder()
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_column_dictionary_enabled(person_num.clone(), false)
-        .set_column_encoding(person_num, Encoding::DELTA_BINARY_PACKED)
-        .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
-        .set_column_dictionary_enabled(ColumnPath::from("properties"), false)
-        .build()
+        .set_column_statistics_enabled(properties.clone(), EnabledStatistics::None);
+    match form {
+        FileForm::Final => {
+            let person_num = ColumnPath::from("person_num");
+            builder
+                .set_compression(Compression::ZSTD(
+                    ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
+                ))
+                .set_column_dictionary_enabled(person_num.clone(), false)
+                .set_column_encoding(person_num, Encoding::DELTA_BINARY_PACKED)
+                .set_column_dictionary_enabled(ColumnPath::from("uuid"), false)
+                .set_column_dictionary_enabled(properties, false)
+        }
+        FileForm::Staged => builder
+            .set_compression(Compression::LZ4_RAW)
+            .set_dictionary_enabled(false),
+    }
+    .build()
 }
 
 fn write_one(
@@ -256,13 +292,19 @@ fn write_one(
     partition: Option<String>,
     batch: &RecordBatch,
     range: Option<(i64, i64)>,
+    form: FileForm,
 ) -> Result<DataFile> {
     let relative = match &partition {
         Some(day) => format!("date={day}/part-{}.parquet", uuid::Uuid::now_v7()),
         None => format!("part-{}.parquet", uuid::Uuid::now_v7()),
     };
-    let (rows, bytes) =
-        write_parquet_file(table_dir, &relative, schema, std::slice::from_ref(batch))?;
+    let (rows, bytes) = write_file_in_form(
+        table_dir,
+        &relative,
+        schema,
+        std::slice::from_ref(batch),
+        form,
+    )?;
     Ok(DataFile {
         path: relative,
         rows,
@@ -270,17 +312,28 @@ fn write_one(
         partition,
         min_micros: range.map(|r| r.0),
         max_micros: range.map(|r| r.1),
+        staged: form == FileForm::Staged,
     })
 }
 
 /// Writes `batches` as one Parquet file at `dir/relative` (with `schema`,
-/// also when there are no rows) and syncs it and its folder, so that a log
-/// commit may name it. Returns its rows and bytes.
+/// also when there are no rows), in its final form, and syncs it and its
+/// folder, so that a log commit may name it. Returns its rows and bytes.
 pub fn write_parquet_file(
     dir: &Path,
     relative: &str,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+) -> Result<(u64, u64)> {
+    write_file_in_form(dir, relative, schema, batches, FileForm::Final)
+}
+
+fn write_file_in_form(
+    dir: &Path,
+    relative: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    form: FileForm,
 ) -> Result<(u64, u64)> {
     let path = dir.join(relative);
     let folder = path.parent().expect("a file has a folder");
@@ -288,7 +341,7 @@ pub fn write_parquet_file(
     let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     // The file's Arrow schema is the table's, also when the batches hold
     // their strings as views: readers then see the types they always did.
-    let mut properties = parquet_properties();
+    let mut properties = parquet_properties(form);
     add_encoded_arrow_schema_to_metadata(schema, &mut properties);
     let batch_schema = match batches.first() {
         Some(batch) if holds_table_schema(batch, schema) => batch.schema(),

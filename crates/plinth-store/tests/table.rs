@@ -10,6 +10,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use plinth_store::{Mode, Store, schema};
 
 const DAY: i64 = 86_400_000_000;
@@ -92,6 +94,74 @@ fn flush_moves_buffered_rows_to_parquet_exactly_once() {
     assert_eq!(store.events.flush().unwrap(), 7);
     let view = store.events.view();
     assert_eq!((view.snapshot.rows(), view.buffered.len()), (7, 0));
+}
+
+/// The codecs and dictionary use of a data file's columns, by column name.
+fn column_encodings(path: &std::path::Path) -> BTreeMap<String, (Compression, bool)> {
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let row_group = reader.metadata().row_group(0);
+    row_group
+        .columns()
+        .iter()
+        .map(|column| {
+            (
+                column.column_path().string(),
+                (
+                    column.compression(),
+                    column.dictionary_page_offset().is_some(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn staged_files_are_light_and_compaction_rewrites_even_a_lone_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    let table_dir = dir.path().join("tables/events");
+    store
+        .events
+        .append_staged(&[events(0, 300, today())], &BTreeMap::new())
+        .unwrap();
+    let staged = store.events.snapshot().files[0].clone();
+    assert!(staged.staged);
+    let encodings = column_encodings(&table_dir.join(&staged.path));
+    assert_eq!(encodings.len(), 10);
+    assert!(
+        encodings
+            .values()
+            .all(|&(codec, dictionary)| codec == Compression::LZ4_RAW && !dictionary),
+        "{encodings:?}"
+    );
+
+    // One file, far below the target size: merged with nothing, but
+    // rewritten in its final form.
+    let report = store.events.compact(1_000_000).unwrap();
+    assert_eq!((report.files_before, report.files_after), (1, 1));
+    let snapshot = store.events.snapshot();
+    let file = &snapshot.files[0];
+    assert!(!file.staged);
+    assert_eq!(file.rows, 300);
+    assert_ne!(file.path, staged.path);
+    let encodings = column_encodings(&table_dir.join(&file.path));
+    assert!(matches!(encodings["event"], (Compression::ZSTD(_), true)));
+    assert!(matches!(encodings["properties"], (Compression::ZSTD(_), false)));
+    // A final file alone is left as it is.
+    let again = store.events.compact(1_000_000).unwrap();
+    assert_eq!(store.events.snapshot().files, snapshot.files);
+    assert_eq!((again.files_before, again.files_after), (1, 1));
+}
+
+#[test]
+fn a_log_from_before_staged_files_reads_its_files_as_final() {
+    let file: plinth_store::log::DataFile = serde_json::from_str(
+        r#"{"path":"date=2024-01-01/part-a.parquet","rows":3,"bytes":10,"partition":"2024-01-01","min_micros":1,"max_micros":2}"#,
+    )
+    .unwrap();
+    assert!(!file.staged);
+    // And a final file is written as before.
+    assert!(!serde_json::to_string(&file).unwrap().contains("staged"));
 }
 
 #[test]

@@ -163,6 +163,7 @@ impl Warehouse {
             partition: None,
             min_micros: None,
             max_micros: None,
+            staged: false,
         })
     }
 
