@@ -96,8 +96,9 @@ fn flush_moves_buffered_rows_to_parquet_exactly_once() {
     assert_eq!((view.snapshot.rows(), view.buffered.len()), (7, 0));
 }
 
-/// The codecs and dictionary use of a data file's columns, by column name.
-fn column_encodings(path: &std::path::Path) -> BTreeMap<String, (Compression, bool)> {
+/// The codec, dictionary use and statistics of a data file's columns, by
+/// column name.
+fn column_encodings(path: &std::path::Path) -> BTreeMap<String, (Compression, bool, bool)> {
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
     let row_group = reader.metadata().row_group(0);
     row_group
@@ -109,6 +110,7 @@ fn column_encodings(path: &std::path::Path) -> BTreeMap<String, (Compression, bo
                 (
                     column.compression(),
                     column.dictionary_page_offset().is_some(),
+                    column.statistics().is_some(),
                 ),
             )
         })
@@ -131,9 +133,15 @@ fn staged_files_are_light_and_compaction_rewrites_even_a_lone_one() {
     assert!(
         encodings
             .values()
-            .all(|&(codec, dictionary)| codec == Compression::LZ4_RAW && !dictionary),
+            .all(|&(codec, dictionary, _)| codec == Compression::LZ4_RAW && !dictionary),
         "{encodings:?}"
     );
+    let with_statistics: Vec<&str> = encodings
+        .iter()
+        .filter(|(_, (_, _, statistics))| *statistics)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(with_statistics, ["event", "timestamp"]);
 
     // One file, far below the target size: merged with nothing, but
     // rewritten in its final form.
@@ -145,8 +153,15 @@ fn staged_files_are_light_and_compaction_rewrites_even_a_lone_one() {
     assert_eq!(file.rows, 300);
     assert_ne!(file.path, staged.path);
     let encodings = column_encodings(&table_dir.join(&file.path));
-    assert!(matches!(encodings["event"], (Compression::ZSTD(_), true)));
-    assert!(matches!(encodings["properties"], (Compression::ZSTD(_), false)));
+    assert!(matches!(
+        encodings["event"],
+        (Compression::ZSTD(_), true, true)
+    ));
+    assert!(matches!(
+        encodings["properties"],
+        (Compression::ZSTD(_), false, false)
+    ));
+    assert!(encodings["uuid"].2);
     // A final file alone is left as it is.
     let again = store.events.compact(1_000_000).unwrap();
     assert_eq!(store.events.snapshot().files, snapshot.files);
