@@ -135,7 +135,7 @@ pub fn commit_state(dir: &Path, version: u64, state: &impl Serialize) -> Result<
         }
         return Err(e).with_context(|| format!("publishing {}", target.display()));
     }
-    sync_dir(&log_dir)?;
+    sync_path(&log_dir)?;
     if version > KEPT_VERSIONS {
         let old = version_path(dir, version - KEPT_VERSIONS - 1);
         let _ = fs::remove_file(old);
@@ -143,10 +143,12 @@ pub fn commit_state(dir: &Path, version: u64, state: &impl Serialize) -> Result<
     Ok(())
 }
 
-/// Makes a rename or link inside `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
+/// Makes a written file, or a new name, rename or link inside a folder,
+/// durable: `path` is the file or the folder.
+pub fn sync_path(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|opened| opened.sync_all())
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
 /// Deletes the files of `tombstones` under `table_dir`; a file already gone
