@@ -279,9 +279,9 @@ pub enum FileForm {
     Final,
     /// For rewriting: an import's files are small (one per day and chunk)
     /// and compaction rewrites them all, so they are written as a log
-    /// structured store writes its first level: LZ4, no dictionaries. Such
-    /// a file is about half again as large, as fast to read, and a tenth
-    /// of an import's CPU cheaper to write.
+    /// structured store writes its first level: LZ4, no dictionaries. The
+    /// demo's 10M events take 784 MB so against 451 MB compacted; writing
+    /// them so saves a tenth of the import's CPU.
     Staged,
 }
 
