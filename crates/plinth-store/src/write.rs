@@ -271,11 +271,10 @@ pub(crate) fn day_name(day: i64) -> String {
 
 /// How a data file is encoded: for reading it many times, or for
 /// rewriting it soon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileForm {
     /// For reading: zstd, dictionaries. What compaction writes, and every
     /// writer whose files may stay as they are.
-    #[default]
     Final,
     /// For rewriting: an import's files are small (one per day and chunk)
     /// and compaction rewrites them all, so they are written as a log
@@ -287,8 +286,8 @@ pub enum FileForm {
 
 /// How every Parquet file of a data directory is written: row groups of
 /// [`ROW_GROUP_ROWS`], no statistics of `properties` (no query prunes on
-/// a JSON text's range, and comparing long texts was 5% of an import),
-/// and by `form`:
+/// a JSON text's range; they only cost the writer comparisons of long
+/// texts), and by `form`:
 /// - [`FileForm::Final`]: zstd level 1. `person_num` is delta-encoded:
 ///   events sort by person number within an event, so its deltas take a
 ///   few bits, where a dictionary of up to millions of numbers overflows
