@@ -66,10 +66,25 @@ fn an_import_killed_at_random_moments_resumes_to_every_event_exactly_once() {
         "10000",
         file.to_str().unwrap(),
     ];
+    // How long a whole import of this file takes here, timed into another
+    // folder: kills drawn within that span land while one runs, however
+    // fast the machine (fixed bounds let a fast import finish first).
+    let probe = dir.path().join("probe");
+    let started = Instant::now();
+    run_ok(&[
+        "import",
+        "--data",
+        probe.to_str().unwrap(),
+        "--commit-rows",
+        "10000",
+        file.to_str().unwrap(),
+    ]);
+    let whole_ms = (started.elapsed().as_millis() as u64).max(40);
     let mut moments = Moments::from_env_or_clock();
     let mut kills = 0;
     for _ in 0..5 {
-        if kill_after(&args, Duration::from_millis(moments.next_ms(150, 1500))) {
+        let after = moments.next_ms(whole_ms / 20, whole_ms * 9 / 10);
+        if kill_after(&args, Duration::from_millis(after)) {
             kills += 1;
         }
         if data.join("tables").exists() {
