@@ -45,6 +45,14 @@ fn kill_after(args: &[&str], after: Duration) -> bool {
     true
 }
 
+/// How long a whole run of `plinth args` takes here, in milliseconds (at
+/// least 40, so that kill moments drawn within it have room).
+fn whole_run_ms(args: &[&str]) -> u64 {
+    let started = Instant::now();
+    run_ok(args);
+    (started.elapsed().as_millis() as u64).max(40)
+}
+
 fn assert_no_duplicates(data: &Path) -> u64 {
     let rows = count(data, "SELECT count(*) FROM events");
     let unique = count(data, "SELECT count(DISTINCT uuid) FROM events");
@@ -58,28 +66,21 @@ fn an_import_killed_at_random_moments_resumes_to_every_event_exactly_once() {
     let file = dir.path().join("demo.ndjson");
     let total = demo_ndjson(&file, "6000");
     let data = dir.path().join("data");
-    let args = [
-        "import",
-        "--data",
-        data.to_str().unwrap(),
-        "--commit-rows",
-        "10000",
-        file.to_str().unwrap(),
-    ];
+    // Small commits: many checkpoints for a kill to land between.
+    let import_into = |data: &Path| -> Vec<String> {
+        ["import", "--data", data.to_str().unwrap()]
+            .into_iter()
+            .chain(["--commit-rows", "10000", file.to_str().unwrap()])
+            .map(str::to_owned)
+            .collect()
+    };
+    let args = import_into(&data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // How long a whole import of this file takes here, timed into another
     // folder: kills drawn within that span land while one runs, however
     // fast the machine (fixed bounds let a fast import finish first).
-    let probe = dir.path().join("probe");
-    let started = Instant::now();
-    run_ok(&[
-        "import",
-        "--data",
-        probe.to_str().unwrap(),
-        "--commit-rows",
-        "10000",
-        file.to_str().unwrap(),
-    ]);
-    let whole_ms = (started.elapsed().as_millis() as u64).max(40);
+    let probe = import_into(&dir.path().join("probe"));
+    let whole_ms = whole_run_ms(&probe.iter().map(String::as_str).collect::<Vec<_>>());
     let mut moments = Moments::from_env_or_clock();
     let mut kills = 0;
     for _ in 0..5 {
@@ -147,15 +148,13 @@ fn compaction_killed_at_random_moments_leaves_the_table_whole() {
     copy_dir(&data, &probe);
     let pristine = dir.path().join("pristine");
     copy_dir(&data, &pristine);
-    let started = Instant::now();
-    run_ok(&[
+    let whole_ms = whole_run_ms(&[
         "maintain",
         "--data",
         probe.to_str().unwrap(),
         "--vacuum-grace",
         "0",
     ]);
-    let whole_ms = (started.elapsed().as_millis() as u64).max(40);
     let mut moments = Moments::from_env_or_clock();
     let mut kills = 0;
     for _ in 0..5 {
