@@ -34,9 +34,9 @@ use crate::columns::EventColumns;
 use crate::rows::{Ingestor, QuarantineInput};
 
 /// Rows per commit by default: large enough that files are not tiny, small
-/// enough to bound memory: up to three chunks are held at once (one being
-/// read, one waiting, one being committed), about 2.5 GiB at peak for the
-/// demo's 400-byte events.
+/// enough to bound memory: up to four chunks are held at once (one being
+/// read, one waiting, one being ordered, one being written), about 2.5 GiB
+/// at peak for the demo's 400-byte events.
 pub const DEFAULT_COMMIT_ROWS: usize = 1 << 19;
 
 /// How much of an NDJSON file is read at once.
@@ -104,10 +104,13 @@ pub struct ImportReport {
 
 /// Imports one file. `progress` is called with the bytes read so far.
 ///
-/// Two stages overlap: this thread reads the next chunk of rows and parses
-/// it on every core, while a committer thread resolves the previous chunk's
-/// persons, sorts it and writes its Parquet files. The committer takes the
-/// chunks in file order, one at a time, so checkpoints still only grow.
+/// Three stages overlap: this thread reads a chunk of rows and parses it on
+/// every core; an orderer thread resolves the previous chunk's persons and
+/// puts its rows in file order; a writer thread encodes the chunk before
+/// that as Parquet and commits it. Resolving persons is serial, so while
+/// it ran as part of one commit stage, a core idled for a third of the
+/// commit. Each stage takes the chunks in file order, one at a time, so
+/// checkpoints still only grow.
 pub fn import_file(
     ingestor: &Ingestor,
     path: &Path,
@@ -156,30 +159,57 @@ pub fn import_file(
     };
     let display = path.display().to_string();
     std::thread::scope(|scope| {
-        // One chunk waits while another is committed: memory stays bounded
-        // at about three chunks.
-        let (chunks, committer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
-        // The memory of committed chunks goes back to hold later ones: new
+        // One chunk waits while another is ordered and a third written:
+        // memory stays bounded at about four chunks.
+        let (chunks, orderer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
+        // The writer takes an ordered chunk only when it is free.
+        let (ordered, writer_chunks) = std::sync::mpsc::sync_channel::<OrderedChunk>(0);
+        // The memory of written chunks goes back to hold later ones: new
         // buffers are faulted in, and zeroed, page by page.
         let (spares, committed) = std::sync::mpsc::channel::<Spare>();
-        let committer = scope.spawn(move || -> Result<()> {
+        // One message per chunk written, so that the orderer can wait for
+        // the files of every chunk whose persons it is about to save.
+        let (written, written_chunks) = std::sync::mpsc::channel::<()>();
+        let writer = scope.spawn(move || -> Result<()> {
+            for chunk in writer_chunks {
+                // The reader, or the orderer, may have finished.
+                let _ = spares.send(chunk.write(ingestor.store())?);
+                let _ = written.send(());
+            }
+            Ok(())
+        });
+        let orderer = scope.spawn(move || -> Result<()> {
+            let writer_stopped = || anyhow::anyhow!("the writer stopped");
             let mut saved_at = std::time::Instant::now();
+            // Chunks handed to the writer and not yet written.
+            let mut unwritten = 0;
+            // Persons are saved with the checkpoint of a chunk once its
+            // files are written and no later chunk's persons are applied.
+            let save = |unwritten: &mut usize, checkpoint: &BTreeMap<String, u64>| -> Result<()> {
+                for _ in 0..std::mem::take(unwritten) {
+                    written_chunks.recv().map_err(|_| writer_stopped())?;
+                }
+                ingestor.save_identities_with(checkpoint)
+            };
             // The checkpoint of the last chunk whose identities are not saved.
             let mut unsaved = None;
-            for chunk in committer_chunks {
+            for chunk in orderer_chunks {
                 let checkpoint = chunk.checkpoint.clone();
-                // The reader may have finished.
-                let _ = spares.send(chunk.commit(ingestor)?);
+                ordered
+                    .send(chunk.order(ingestor)?)
+                    .map_err(|_| writer_stopped())?;
+                unwritten += 1;
                 if saved_at.elapsed() >= IDENTITY_SAVE_INTERVAL {
-                    ingestor.save_identities_with(&checkpoint)?;
+                    save(&mut unwritten, &checkpoint)?;
                     saved_at = std::time::Instant::now();
                     unsaved = None;
                 } else {
                     unsaved = Some(checkpoint);
                 }
             }
+            drop(ordered);
             match unsaved {
-                Some(checkpoint) => ingestor.save_identities_with(&checkpoint),
+                Some(checkpoint) => save(&mut unwritten, &checkpoint),
                 None => Ok(()),
             }
         });
@@ -211,11 +241,11 @@ pub fn import_file(
                 rejected,
                 checkpoint: BTreeMap::from([(key.clone(), end)]),
             };
-            // A closed channel means the committer failed; its error is
+            // A closed channel means the orderer failed; its error is
             // the one reported.
             chunks
                 .send(chunk)
-                .map_err(|_| anyhow::anyhow!("the committer stopped"))?;
+                .map_err(|_| anyhow::anyhow!("the orderer stopped"))?;
             Ok(spare_texts.pop())
         };
         let limits = ChunkLimits {
@@ -232,8 +262,9 @@ pub fn import_file(
             &mut decode,
         );
         drop(chunks);
-        let committed = committer.join().expect("committer thread");
-        committed.and(read)
+        let ordered = orderer.join().expect("orderer thread");
+        let written = writer.join().expect("writer thread");
+        written.and(ordered).and(read)
     })?;
     Ok(report)
 }
@@ -253,38 +284,62 @@ struct DecodedChunk {
 }
 
 impl DecodedChunk {
-    /// Replayed identities, then quarantined rows, then events, each commit
-    /// carrying the chunk's checkpoint; persons are saved by the caller.
-    /// Hands back the chunk's memory.
-    fn commit(self, ingestor: &Ingestor) -> Result<Spare> {
+    /// Applies the replayed identities, then the events' (finding each
+    /// event's person), and builds the rows to write in file order.
+    fn order(self, ingestor: &Ingestor) -> Result<OrderedChunk> {
         let text = Buffer::from_vec(self.text.into_bytes());
         ingestor.apply_chunk_identities(&text, &self.replayed);
+        let (mut rejected, mut events) = (None, None);
         if self.stores_rows {
             let now = chrono::Utc::now().timestamp_micros();
             if !self.rejected.is_empty() {
-                ingestor.store().quarantine.append(
-                    &[crate::rows::quarantine_batch(&self.rejected, now)?],
-                    &self.checkpoint,
-                )?;
+                rejected = Some(crate::rows::quarantine_batch(&self.rejected, now)?);
             }
-            let batch = ingestor.chunk_batch(&text, &self.events, now)?;
-            // Compaction rewrites an import's files (one per day and chunk).
-            ingestor
-                .store()
-                .events
-                .append_staged(&[batch], &self.checkpoint)?;
+            events = Some(ingestor.chunk_batch(&text, &self.events, now)?);
         }
         let mut parts = self.events;
         parts.extend(self.replayed);
-        Ok(Spare {
-            // The batch that shared the text is gone.
-            text: text.into_vec().ok(),
+        Ok(OrderedChunk {
+            text,
             parts,
+            rejected,
+            events,
+            checkpoint: self.checkpoint,
         })
     }
 }
 
-/// A committed chunk's buffers, to hold later chunks.
+/// A chunk's rows, ready to write; persons are saved by the orderer.
+struct OrderedChunk {
+    /// The chunk's text, which `events` points into.
+    text: Buffer,
+    /// The decoders' parts, to hold a later chunk.
+    parts: Vec<EventColumns>,
+    rejected: Option<RecordBatch>,
+    events: Option<RecordBatch>,
+    checkpoint: BTreeMap<String, u64>,
+}
+
+impl OrderedChunk {
+    /// Quarantined rows, then events, each commit carrying the chunk's
+    /// checkpoint. Hands back the chunk's memory.
+    fn write(self, store: &plinth_store::Store) -> Result<Spare> {
+        if let Some(rejected) = self.rejected {
+            store.quarantine.append(&[rejected], &self.checkpoint)?;
+        }
+        if let Some(events) = self.events {
+            // Compaction rewrites an import's files (one per day and chunk).
+            store.events.append_staged(&[events], &self.checkpoint)?;
+        }
+        Ok(Spare {
+            // The batch that shared the text is gone.
+            text: self.text.into_vec().ok(),
+            parts: self.parts,
+        })
+    }
+}
+
+/// A written chunk's buffers, to hold later chunks.
 struct Spare {
     text: Option<Vec<u8>>,
     parts: Vec<EventColumns>,
@@ -695,7 +750,7 @@ mod tests {
                 rows.push((line, chunk.text[range].to_owned()));
             }
             ends.push(end);
-            // Handed back for reuse, as the import's committer does.
+            // Handed back for reuse, as the import's writer does.
             Ok(Some(chunk.text.into_bytes()))
         };
         read_rows(
