@@ -427,7 +427,9 @@ fn read_rows(
     };
     match format {
         ImportFormat::Ndjson => {
-            let mut file = CountingReader::new(File::open(path)?, progress);
+            let file = File::open(path)?;
+            let file_bytes = file.metadata()?.len();
+            let mut file = CountingReader::new(file, progress);
             // The text of the chunk being read: its rows, then the start of
             // the next line. Blocks are read straight into it.
             let mut text: Vec<u8> = Vec::new();
@@ -437,6 +439,7 @@ fn read_rows(
             // The text of the chunk before the last, cleared: the next
             // chunk's buffer, so that it is not allocated and faulted in anew.
             let mut spare = None;
+            let mut sized = false;
             loop {
                 // Complete lines from the start of the current one.
                 let scan_from = line_start;
@@ -487,6 +490,10 @@ fn read_rows(
                         // A last line without a newline.
                         text.push(b'\n');
                     }
+                } else if !sized {
+                    sized = true;
+                    let room = first_chunk_bytes(&text, file_bytes, limits);
+                    text.reserve(room.saturating_sub(text.len()));
                 }
             }
             if line_number > done {
@@ -517,6 +524,22 @@ fn read_rows(
         }
     }
     Ok(())
+}
+
+/// Room for a whole chunk, guessed from the lines of its first block with
+/// an eighth to spare, and no more than the file holds. Later chunks reuse
+/// the buffers of earlier ones; the first, grown block by block, doubled
+/// its buffer six times, each time copying it into memory the kernel had
+/// to zero.
+fn first_chunk_bytes(first_block: &[u8], file_bytes: u64, limits: ChunkLimits) -> usize {
+    let lines = memchr::memchr_iter(b'\n', first_block).count().max(1);
+    let per_line = first_block.len().div_ceil(lines);
+    let guess = per_line.saturating_mul(limits.rows) / 8 * 9;
+    let most = usize::try_from(file_bytes).unwrap_or(usize::MAX);
+    guess
+        .min(limits.text_bytes)
+        .min(most)
+        .saturating_add(NDJSON_BLOCK_BYTES)
 }
 
 fn too_long(file: &std::path::Display, line: u64, limits: ChunkLimits) -> String {
@@ -856,5 +879,29 @@ mod tests {
                 .ends_with("line 2 is longer than the 64-byte limit"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_first_chunk_has_room_for_its_rows_within_the_file_and_the_limit() {
+        let block = "0123456789\n".repeat(100);
+        let limits = ChunkLimits {
+            rows: 1000,
+            text_bytes: 1 << 20,
+        };
+        // 1,000 lines of 11 bytes, an eighth more, and a block to spare.
+        let room = first_chunk_bytes(block.as_bytes(), 1 << 30, limits);
+        assert_eq!(room, 11_000 / 8 * 9 + NDJSON_BLOCK_BYTES);
+        // No more than the file holds, nor than a chunk may.
+        let small_file = first_chunk_bytes(block.as_bytes(), 5_000, limits);
+        assert_eq!(small_file, 5_000 + NDJSON_BLOCK_BYTES);
+        let few_bytes = ChunkLimits {
+            text_bytes: 2_000,
+            ..limits
+        };
+        let capped = first_chunk_bytes(block.as_bytes(), 1 << 30, few_bytes);
+        assert_eq!(capped, 2_000 + NDJSON_BLOCK_BYTES);
+        // A block without a line end counts as one long line.
+        let one_line = first_chunk_bytes(&[b'x'; 64], 1 << 30, limits);
+        assert_eq!(one_line, 64_000 / 8 * 9 + NDJSON_BLOCK_BYTES);
     }
 }
