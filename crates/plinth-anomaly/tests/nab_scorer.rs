@@ -2,16 +2,22 @@
 //! properties (perfect detector = 100, null detector = 0).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use plinth_anomaly::nab::corpus::{parse_timestamp, windows_from_label_rows};
 use plinth_anomaly::nab::scoring::{probation_length, scaled_sigmoid, score_at_threshold};
 use plinth_anomaly::nab::{NabCorpus, Profile, ScoredSeries, WindowRows, score_corpus};
 
+/// This package's folder, read when the test runs: a test binary that
+/// cargo reuses from a clone elsewhere keeps that clone's compile-time path.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+}
+
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    manifest_dir().join("tests/data").join(name)
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! Queries run with store-reading privileges, as an analyst's would.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,6 +16,14 @@ use plinth_engine::{Engine, Limits, Privileges, QueryError};
 use plinth_ingest::{EventInput, Ingestor, QuarantineInput};
 use plinth_store::{Mode, Store};
 use sqllogictest::{DBOutput, DefaultColumnType};
+
+/// This package's folder, read when the test runs: a test binary that
+/// cargo reuses from a clone elsewhere keeps that clone's compile-time path.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+}
 
 struct PlinthDb {
     engine: Engine,
@@ -180,7 +188,7 @@ fn build_fixture(dir: &Path) -> Arc<Store> {
 async fn sqllogictest_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = build_fixture(dir.path());
-    let slt_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let slt_dir = manifest_dir().join("tests/slt");
     let mut files: Vec<_> = std::fs::read_dir(&slt_dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -2,7 +2,7 @@
 //! the manifest.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use plinth_pipelines::{
     CompileContext, CompiledProject, LoadOptions, PipelineError, Project, ResourceType, Severity,
@@ -10,8 +10,16 @@ use plinth_pipelines::{
 };
 use serde_json::json;
 
+/// This package's folder, read when the test runs: a test binary that
+/// cargo reuses from a clone elsewhere keeps that clone's compile-time path.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+}
+
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/shop")
+    manifest_dir().join("tests/fixtures/shop")
 }
 
 fn load() -> Project {

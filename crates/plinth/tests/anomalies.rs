@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::{demo_until_june_30, run_ok};
 
 #[test]
@@ -24,7 +22,7 @@ fn the_planted_checkout_outage_is_flagged() {
 
 #[test]
 fn nab_scores_the_detector_on_the_shared_benchmark() {
-    let nab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/nab");
+    let nab = common::manifest_dir().join("../../../shared/data/nab");
     assert!(
         nab.is_dir(),
         "the NAB data is expected at {}",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 const STORIES: [&str; 4] = ["py-posthog", "py-segment", "node-posthog", "node-segment"];
 
 fn sdk_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk")
+    common::manifest_dir().join("../../tests/sdk")
 }
 
 /// Polls `sql` until it returns `expected` (persons reach Parquet at the

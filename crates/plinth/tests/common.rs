@@ -4,8 +4,16 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+
+/// This package's folder, read when the test runs: a test binary that
+/// cargo reuses from a clone elsewhere keeps that clone's compile-time path.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+}
 
 pub fn plinth() -> Command {
     Command::new(env!("CARGO_BIN_EXE_plinth"))

@@ -9,8 +9,7 @@ use common::{count, python, run, run_ok};
 use serde_json::{Value, json};
 
 fn shop() -> PathBuf {
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plinth-pipelines/tests/fixtures/shop");
+    let root = common::manifest_dir().join("../plinth-pipelines/tests/fixtures/shop");
     // Compile writes target/; work on a copy so the fixture stays clean.
     let dir = tempfile::tempdir().unwrap().keep();
     copy_dir(&root, &dir);
@@ -94,7 +93,7 @@ fn a_missing_ref_names_the_file() {
 
 /// A copy of the small project of BENCHMARKS.md (3 seeds, 5 models, 20 tests).
 fn small_shop() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small_shop");
+    let root = common::manifest_dir().join("tests/fixtures/small_shop");
     let dir = tempfile::tempdir().unwrap().keep();
     copy_dir(&root, &dir);
     dir

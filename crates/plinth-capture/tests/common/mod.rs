@@ -11,6 +11,14 @@ use flate2::write::GzEncoder;
 use plinth_capture::{DecodedRequest, NormalizedEvent, Rejected};
 use serde_json::Value;
 
+/// This package's folder, read when the test runs: a test binary that
+/// cargo reuses from a clone elsewhere keeps that clone's compile-time path.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+}
+
 /// A request recorded from a real SDK by `tests/fixtures/gen_fixtures.py`.
 pub struct Fixture {
     pub method: String,
@@ -21,7 +29,7 @@ pub struct Fixture {
 }
 
 pub fn fixture(name: &str) -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = manifest_dir().join("tests/fixtures");
     let meta: Value =
         serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
     let header = |key: &str| meta["headers"][key].as_str().map(str::to_owned);
