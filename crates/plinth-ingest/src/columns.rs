@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::groups::GroupUpdate;
 use crate::identity::PersonRef;
-use crate::rows::{IdentityRef, Ingestor, file_order, new_event_id, other_id};
+use crate::rows::{IdentityRef, Ingestor, day_order, new_event_id, other_id};
 
 /// The buffer index of the chunk's text in every view.
 const CHUNK_TEXT: u32 = 0;
@@ -282,8 +282,8 @@ impl<'a> ChunkEvents<'a> {
 }
 
 impl Ingestor {
-    /// The `events` rows of a chunk's decoded events, in file order (see
-    /// [`Ingestor::requests_batch`]), their strings left in place.
+    /// The `events` rows of a chunk's decoded events, in the order of a
+    /// staged file (see [`day_order`]), their strings left in place.
     pub(crate) fn chunk_batch(
         &self,
         text: &Buffer,
@@ -293,11 +293,7 @@ impl Ingestor {
         let chunk = ChunkEvents::new(text, parts);
         let persons: Vec<PersonRef> = self.apply_identities_of(chunk.identities());
         let rows = persons.len();
-        let order = file_order(
-            (0..rows).map(|row| chunk.event.value(row)),
-            chunk.timestamp.iter().copied(),
-            &persons,
-        );
+        let order = day_order(&chunk.timestamp);
         let mut person_id = StringViewBuilder::with_capacity(rows);
         for &row in &order {
             person_id.append_value(&persons[row].id);

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimestampMicrosecondType};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use plinth_store::{Mode, Store, schema};
@@ -166,6 +167,53 @@ fn staged_files_are_light_and_compaction_rewrites_even_a_lone_one() {
     let again = store.events.compact(1_000_000).unwrap();
     assert_eq!(store.events.snapshot().files, snapshot.files);
     assert_eq!((again.files_before, again.files_after), (1, 1));
+}
+
+/// The `timestamp` column of the table's one file, in file order.
+fn times_in_only_file(store: &Store, table_dir: &std::path::Path) -> Vec<i64> {
+    let snapshot = store.events.snapshot();
+    assert_eq!(snapshot.files.len(), 1);
+    let file = std::fs::File::open(table_dir.join(&snapshot.files[0].path)).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    reader
+        .flat_map(|batch| {
+            let batch = batch.unwrap();
+            let times = batch.column_by_name("timestamp").unwrap();
+            times
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn staged_files_keep_their_rows_order_within_a_day_and_compaction_sorts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Mode::Writer, "test").unwrap();
+    let table_dir = dir.path().join("tables/events");
+    let ascending = events(0, 300, today());
+    let reversed = UInt32Array::from_iter_values((0..300).rev());
+    let descending = take_record_batch(&ascending, &reversed).unwrap();
+    store
+        .events
+        .append_staged(&[descending], &BTreeMap::new())
+        .unwrap();
+    let staged = times_in_only_file(&store, &table_dir);
+    assert_eq!(staged.len(), 300);
+    assert!(
+        staged.windows(2).all(|pair| pair[0] > pair[1]),
+        "{staged:?}"
+    );
+
+    store.events.compact(1_000_000).unwrap();
+    let compacted = times_in_only_file(&store, &table_dir);
+    let mut sorted = staged.clone();
+    sorted.sort_unstable();
+    assert_eq!(compacted, sorted);
 }
 
 #[test]
