@@ -7,6 +7,11 @@
 //! re-run stores every row exactly once. Rows that cannot be accepted go to
 //! `quarantine` with `file:line` and the reason.
 //!
+//! An NDJSON file is mapped into memory rather than read: a chunk's text is
+//! a region of the mapping, which the events' strings point into until the
+//! chunk is written, so the file's bytes are never copied. The file must
+//! not change while it is imported.
+//!
 //! Persons and groups are saved less often than events, every
 //! [`IDENTITY_SAVE_INTERVAL`] and at the end: each save rewrites the whole
 //! `persons` table, and saving it with every chunk made an import's writes
@@ -18,7 +23,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,9 +42,6 @@ use crate::rows::{Ingestor, QuarantineInput};
 /// read, one waiting, one being ordered, one being written), about 2.5 GiB
 /// at peak for the demo's 400-byte events.
 pub const DEFAULT_COMMIT_ROWS: usize = 1 << 19;
-
-/// How much of an NDJSON file is read at once.
-const NDJSON_BLOCK_BYTES: usize = 4 << 20;
 
 /// The most text a chunk holds: a chunk also ends here before
 /// `commit_rows`, which bounds memory for long lines and keeps offsets
@@ -164,9 +165,9 @@ pub fn import_file(
         let (chunks, orderer_chunks) = std::sync::mpsc::sync_channel::<DecodedChunk>(1);
         // The writer takes an ordered chunk only when it is free.
         let (ordered, writer_chunks) = std::sync::mpsc::sync_channel::<OrderedChunk>(0);
-        // The memory of written chunks goes back to hold later ones: new
-        // buffers are faulted in, and zeroed, page by page.
-        let (spares, committed) = std::sync::mpsc::channel::<Spare>();
+        // The decoders' buffers of written chunks go back to hold later
+        // ones: new buffers are faulted in, and zeroed, page by page.
+        let (spares, committed) = std::sync::mpsc::channel::<Vec<EventColumns>>();
         // One message per chunk written, so that the orderer can wait for
         // the files of every chunk whose persons it is about to save.
         let (written, written_chunks) = std::sync::mpsc::channel::<()>();
@@ -213,19 +214,15 @@ pub fn import_file(
                 None => Ok(()),
             }
         });
-        let mut spare_texts = Vec::new();
         let mut spare_parts = Vec::new();
-        let mut decode = |rows: RowChunk, end: u64| -> Result<Option<Vec<u8>>> {
-            for spare in committed.try_iter() {
-                spare_texts.extend(spare.text);
-                spare_parts.extend(spare.parts);
-            }
+        let mut decode = |rows: RowChunk, end: u64| -> Result<()> {
+            spare_parts.extend(committed.try_iter().flatten());
+            let text = rows.text_str(&display)?;
             // Rows up to `done` are stored: only their identities count.
             let stored = rows.rows.partition_point(|(line, _)| *line <= done);
-            let replayed =
-                decode_rows(&rows.text, &rows.rows[..stored], &display, &mut Vec::new()).0;
+            let replayed = decode_rows(text, &rows.rows[..stored], &display, &mut Vec::new()).0;
             let (events, rejected) =
-                decode_rows(&rows.text, &rows.rows[stored..], &display, &mut spare_parts);
+                decode_rows(text, &rows.rows[stored..], &display, &mut spare_parts);
             let rejected: Vec<QuarantineInput> = rejected
                 .into_iter()
                 .filter(|(line, _)| *line > quarantined_done)
@@ -245,8 +242,7 @@ pub fn import_file(
             // the one reported.
             chunks
                 .send(chunk)
-                .map_err(|_| anyhow::anyhow!("the orderer stopped"))?;
-            Ok(spare_texts.pop())
+                .map_err(|_| anyhow::anyhow!("the orderer stopped"))
         };
         let limits = ChunkLimits {
             rows: commit_rows,
@@ -272,7 +268,7 @@ pub fn import_file(
 /// Parsed rows of one chunk, ready to commit.
 struct DecodedChunk {
     /// The rows' text, which the events' strings point into.
-    text: String,
+    text: Buffer,
     /// Stored events whose identities an interrupted run had not saved.
     replayed: Vec<EventColumns>,
     /// Whether rows after the stored ones end in this chunk.
@@ -287,20 +283,18 @@ impl DecodedChunk {
     /// Applies the replayed identities, then the events' (finding each
     /// event's person), and builds the rows to write in file order.
     fn order(self, ingestor: &Ingestor) -> Result<OrderedChunk> {
-        let text = Buffer::from_vec(self.text.into_bytes());
-        ingestor.apply_chunk_identities(&text, &self.replayed);
+        ingestor.apply_chunk_identities(&self.text, &self.replayed);
         let (mut rejected, mut events) = (None, None);
         if self.stores_rows {
             let now = chrono::Utc::now().timestamp_micros();
             if !self.rejected.is_empty() {
                 rejected = Some(crate::rows::quarantine_batch(&self.rejected, now)?);
             }
-            events = Some(ingestor.chunk_batch(&text, &self.events, now)?);
+            events = Some(ingestor.chunk_batch(&self.text, &self.events, now)?);
         }
         let mut parts = self.events;
         parts.extend(self.replayed);
         Ok(OrderedChunk {
-            text,
             parts,
             rejected,
             events,
@@ -311,8 +305,6 @@ impl DecodedChunk {
 
 /// A chunk's rows, ready to write; persons are saved by the orderer.
 struct OrderedChunk {
-    /// The chunk's text, which `events` points into.
-    text: Buffer,
     /// The decoders' parts, to hold a later chunk.
     parts: Vec<EventColumns>,
     rejected: Option<RecordBatch>,
@@ -322,8 +314,8 @@ struct OrderedChunk {
 
 impl OrderedChunk {
     /// Quarantined rows, then events, each commit carrying the chunk's
-    /// checkpoint. Hands back the chunk's memory.
-    fn write(self, store: &plinth_store::Store) -> Result<Spare> {
+    /// checkpoint. Hands back the decoders' buffers.
+    fn write(self, store: &plinth_store::Store) -> Result<Vec<EventColumns>> {
         if let Some(rejected) = self.rejected {
             store.quarantine.append(&[rejected], &self.checkpoint)?;
         }
@@ -331,85 +323,66 @@ impl OrderedChunk {
             // Compaction rewrites an import's files (one per day and chunk).
             store.events.append_staged(&[events], &self.checkpoint)?;
         }
-        Ok(Spare {
-            // The batch that shared the text is gone.
-            text: self.text.into_vec().ok(),
-            parts: self.parts,
-        })
+        Ok(self.parts)
     }
 }
 
-/// A written chunk's buffers, to hold later chunks.
-struct Spare {
-    text: Option<Vec<u8>>,
-    parts: Vec<EventColumns>,
-}
-
-/// The rows of one chunk, their text in one buffer: reading allocates once
-/// a chunk, not once a row.
-#[derive(Default)]
+/// The rows of one chunk, their text in one buffer: a region of the mapped
+/// file for NDJSON, so reading allocates and copies nothing.
 struct RowChunk {
-    text: String,
+    text: Buffer,
     /// Each row's number in the file and where its text is.
     rows: Vec<(u64, Range<usize>)>,
 }
 
 impl RowChunk {
-    /// An empty chunk with room for one like `previous`.
-    fn like(previous: &RowChunk) -> RowChunk {
-        RowChunk {
-            text: String::with_capacity(previous.text.len() + previous.text.len() / 8),
-            rows: Vec::with_capacity(previous.rows.len()),
-        }
+    /// The chunk's text, checked to be UTF-8.
+    fn text_str(&self, file: &str) -> Result<&str> {
+        std::str::from_utf8(self.text.as_slice()).map_err(|e| {
+            let at = e.valid_up_to();
+            let line = self
+                .rows
+                .iter()
+                .find(|(_, range)| range.end > at)
+                .or(self.rows.last())
+                .map_or(0, |(line, _)| *line);
+            anyhow::anyhow!("reading {file}: line {line} is not UTF-8")
+        })
     }
+}
 
+/// Rows gathered one at a time (from CSV or Parquet), their text in one
+/// buffer: reading allocates once a chunk, not once a row.
+#[derive(Default)]
+struct RowText {
+    text: String,
+    rows: Vec<(u64, Range<usize>)>,
+}
+
+impl RowText {
     fn push(&mut self, number: u64, row: &str) {
         let start = self.text.len();
         self.text.push_str(row);
         self.rows.push((number, start..self.text.len()));
     }
-}
 
-/// Takes the NDJSON rows read into `text` up to `line_start`, leaving the
-/// partial line after them in `text` (in `spare`'s buffer, if given) for
-/// the next chunk.
-fn take_rows(
-    text: &mut Vec<u8>,
-    line_start: &mut usize,
-    chunk: &mut RowChunk,
-    path: &Path,
-    spare: Option<Vec<u8>>,
-) -> Result<RowChunk> {
-    let mut next = match spare {
-        Some(mut spare) => {
-            spare.clear();
-            spare
+    /// The rows gathered, leaving room for as many again.
+    fn take(&mut self) -> RowChunk {
+        let next = RowText {
+            text: String::with_capacity(self.text.len() + self.text.len() / 8),
+            rows: Vec::with_capacity(self.rows.len()),
+        };
+        let RowText { text, rows } = std::mem::replace(self, next);
+        RowChunk {
+            text: Buffer::from_vec(text.into_bytes()),
+            rows,
         }
-        None => Vec::with_capacity(text.capacity()),
-    };
-    next.extend_from_slice(&text[*line_start..]);
-    text.truncate(*line_start);
-    let rows = std::mem::replace(text, next);
-    *line_start = 0;
-    let rows = String::from_utf8(rows).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = chunk
-            .rows
-            .iter()
-            .find(|(_, range)| range.end > at)
-            .or(chunk.rows.last())
-            .map_or(0, |(line, _)| *line);
-        anyhow::anyhow!("reading {}: line {line} is not UTF-8", path.display())
-    })?;
-    let next_chunk = RowChunk::like(chunk);
-    let mut taken = std::mem::replace(chunk, next_chunk);
-    taken.text = rows;
-    Ok(taken)
+    }
 }
 
 /// Reads the rows of `path` after the first `done`, handing them to
 /// `commit` in chunks within `limits`, with the number of the last row
-/// read; `commit` may hand back the text of an earlier chunk for reuse.
+/// read.
 fn read_rows(
     path: &Path,
     format: ImportFormat,
@@ -417,93 +390,69 @@ fn read_rows(
     limits: ChunkLimits,
     rows_read: &mut u64,
     progress: &dyn Fn(u64),
-    commit: &mut dyn FnMut(RowChunk, u64) -> Result<Option<Vec<u8>>>,
+    commit: &mut dyn FnMut(RowChunk, u64) -> Result<()>,
 ) -> Result<()> {
     let display = path.display();
-    let mut chunk = RowChunk::default();
-    let take_chunk = |chunk: &mut RowChunk| {
-        let next = RowChunk::like(chunk);
-        std::mem::replace(chunk, next)
-    };
     match format {
         ImportFormat::Ndjson => {
-            let file = File::open(path)?;
+            let file = File::open(path).with_context(|| format!("cannot read {display}"))?;
             let file_bytes = file.metadata()?.len();
-            let mut file = CountingReader::new(file, progress);
-            // The text of the chunk being read: its rows, then the start of
-            // the next line. Blocks are read straight into it.
-            let mut text: Vec<u8> = Vec::new();
-            let mut line_start = 0;
+            // Where the first line not yet in a chunk starts in the file.
+            let mut start = 0u64;
             let mut line_number = 0u64;
-            let mut at_end = false;
-            // The text of the chunk before the last, cleared: the next
-            // chunk's buffer, so that it is not allocated and faulted in anew.
-            let mut spare = None;
-            let mut sized = false;
-            loop {
-                // Complete lines from the start of the current one.
-                let scan_from = line_start;
+            while start < file_bytes {
+                let window = map_window(&file, start, file_bytes, limits)
+                    .with_context(|| format!("reading {display}"))?;
+                let at_end = start + window.len() as u64 == file_bytes;
+                // A last line without a newline ends with the file.
+                let unterminated =
+                    (at_end && window.last() != Some(&b'\n')).then_some(window.len());
+                // Where, in the window, the chunk's text and the current
+                // line start; lines before the chunk's first row (stored by
+                // an earlier run, or blank) are left out of its text.
+                let (mut first, mut line_start) = (0, 0);
+                let mut rows = Vec::new();
                 let mut full = false;
-                for end in memchr::memchr_iter(b'\n', &text[scan_from..]).map(|at| scan_from + at) {
+                for end in memchr::memchr_iter(b'\n', &window).chain(unterminated) {
                     line_number += 1;
                     if end - line_start > limits.text_bytes {
                         bail!(too_long(&display, line_number, limits));
                     }
-                    let line = text[line_start..end].trim_ascii_end();
+                    let line = window[line_start..end].trim_ascii_end();
                     if line_number > done {
                         *rows_read += 1;
                         if !line.trim_ascii_start().is_empty() {
-                            chunk
-                                .rows
-                                .push((line_number, line_start..line_start + line.len()));
+                            let row = line_start - first;
+                            rows.push((line_number, row..row + line.len()));
                         }
                     }
-                    line_start = end + 1;
-                    if limits.is_full(chunk.rows.len(), line_start) {
+                    line_start = (end + 1).min(window.len());
+                    if rows.is_empty() {
+                        first = line_start;
+                    }
+                    if limits.is_full(rows.len(), line_start - first) {
                         full = true;
                         break;
                     }
                 }
-                if full {
-                    let rows = take_rows(&mut text, &mut line_start, &mut chunk, path, spare)?;
-                    spare = commit(rows, line_number)?;
-                    continue;
-                }
-                if at_end {
-                    break;
-                }
-                if text.len() - line_start > limits.text_bytes {
+                progress(start + line_start as u64);
+                if !full && !at_end && line_start == 0 {
+                    // No line end in more than a chunk's text.
                     bail!(too_long(&display, line_number + 1, limits));
                 }
-                if chunk.rows.is_empty() && line_start > 0 {
-                    // Lines stored by an earlier run, or blank: not kept.
-                    text.drain(..line_start);
-                    line_start = 0;
+                // The window ends at a chunk, at the file's end, or (after
+                // stored lines) in a line, which the next window starts at.
+                if !rows.is_empty() || (at_end && !full && line_number > done) {
+                    let text = window.slice_with_length(first, line_start - first);
+                    commit(RowChunk { text, rows }, line_number)?;
                 }
-                let read = (&mut file)
-                    .take(NDJSON_BLOCK_BYTES as u64)
-                    .read_to_end(&mut text)
-                    .with_context(|| format!("reading {display}"))?;
-                if read == 0 {
-                    at_end = true;
-                    if line_start < text.len() {
-                        // A last line without a newline.
-                        text.push(b'\n');
-                    }
-                } else if !sized {
-                    sized = true;
-                    let room = first_chunk_bytes(&text, file_bytes, limits);
-                    text.reserve(room.saturating_sub(text.len()));
-                }
-            }
-            if line_number > done {
-                let rows = take_rows(&mut text, &mut line_start, &mut chunk, path, spare)?;
-                commit(rows, line_number)?;
+                start += line_start as u64;
             }
         }
         ImportFormat::Csv | ImportFormat::Parquet => {
             let batches = read_tabular(path, format)?;
             progress(std::fs::metadata(path)?.len());
+            let mut chunk = RowText::default();
             let mut row_number = 0u64;
             for batch in batches {
                 for object in rows_as_json(&batch?)? {
@@ -514,32 +463,41 @@ fn read_rows(
                     *rows_read += 1;
                     chunk.push(row_number, &object);
                     if limits.is_full(chunk.rows.len(), chunk.text.len()) {
-                        commit(take_chunk(&mut chunk), row_number)?;
+                        commit(chunk.take(), row_number)?;
                     }
                 }
             }
             if row_number > done {
-                commit(chunk, row_number)?;
+                commit(chunk.take(), row_number)?;
             }
         }
     }
     Ok(())
 }
 
-/// Room for a whole chunk, guessed from the lines of its first block with
-/// an eighth to spare, and no more than the file holds. Later chunks reuse
-/// the buffers of earlier ones; the first, grown block by block, doubled
-/// its buffer six times, each time copying it into memory the kernel had
-/// to zero.
-fn first_chunk_bytes(first_block: &[u8], file_bytes: u64, limits: ChunkLimits) -> usize {
-    let lines = memchr::memchr_iter(b'\n', first_block).count().max(1);
-    let per_line = first_block.len().div_ceil(lines);
-    let guess = per_line.saturating_mul(limits.rows) / 8 * 9;
-    let most = usize::try_from(file_bytes).unwrap_or(usize::MAX);
-    guess
-        .min(limits.text_bytes)
-        .min(most)
-        .saturating_add(NDJSON_BLOCK_BYTES)
+/// Maps the part of `file` from `start` that one chunk may take: the
+/// chunk's text limit and one more line of up to that limit, with its line
+/// end. Only the pages read are faulted in, and a chunk's pages are
+/// unmapped when the last buffer over them is dropped.
+fn map_window(
+    file: &File,
+    start: u64,
+    file_bytes: u64,
+    limits: ChunkLimits,
+) -> std::io::Result<Buffer> {
+    let most = 2 * limits.text_bytes as u64 + 2;
+    let len = usize::try_from((file_bytes - start).min(most)).expect("under the text limit");
+    // SAFETY: a mapping shows the file as it is: a file rewritten while an
+    // import reads it changes the rows read, and reading past a truncation
+    // faults (SIGBUS). An import reads a finished file; one that changes
+    // later is a new import (see `checkpoint_key`).
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(start)
+            .len(len)
+            .map(file)?
+    };
+    Ok(Buffer::from(bytes::Bytes::from_owner(map)))
 }
 
 fn too_long(file: &std::path::Display, line: u64, limits: ChunkLimits) -> String {
@@ -721,32 +679,6 @@ fn part_as_json(batch: &RecordBatch) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Reports bytes read as they are read.
-struct CountingReader<'a, R> {
-    inner: R,
-    read: u64,
-    progress: &'a dyn Fn(u64),
-}
-
-impl<'a, R> CountingReader<'a, R> {
-    fn new(inner: R, progress: &'a dyn Fn(u64)) -> Self {
-        CountingReader {
-            inner,
-            read: 0,
-            progress,
-        }
-    }
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        (self.progress)(self.read);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,13 +700,13 @@ mod tests {
         let mut commit = |chunk: RowChunk, end: u64| {
             assert!(chunk.rows.len() <= limits.rows);
             // A chunk ends at the first line end past its limit.
-            assert!(chunk.text.len() < 2 * limits.text_bytes);
-            for (line, range) in chunk.rows {
-                rows.push((line, chunk.text[range].to_owned()));
+            assert!(chunk.text.len() < 2 * limits.text_bytes + 2);
+            let text = chunk.text_str("events.ndjson")?;
+            for (line, range) in &chunk.rows {
+                rows.push((*line, text[range.clone()].to_owned()));
             }
             ends.push(end);
-            // Handed back for reuse, as the import's writer does.
-            Ok(Some(chunk.text.into_bytes()))
+            Ok(())
         };
         read_rows(
             &path,
@@ -796,13 +728,14 @@ mod tests {
     }
 
     #[test]
-    fn ndjson_rows_across_blocks_and_chunks_are_read_once_in_order() {
-        // Lines of many lengths, over three read blocks, with blank lines,
-        // CRLF endings and a last line without a newline.
+    fn ndjson_rows_across_chunks_are_read_once_in_order() {
+        // Lines of many lengths, over many pages and chunks starting
+        // anywhere in a page, with blank lines, CRLF endings and a last
+        // line without a newline.
         let mut text = String::new();
         let mut expected = Vec::new();
         let mut line = 0u64;
-        while text.len() < 3 * NDJSON_BLOCK_BYTES {
+        while text.len() < 3 << 20 {
             line += 1;
             let row = format!(
                 "{{\"n\":{line},\"pad\":\"{}\"}}",
@@ -838,6 +771,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.ndjson");
         std::fs::write(&path, b"{\"a\":1}\n{\"b\":\"\xff\"}\n{\"c\":3}\n").unwrap();
+        // The decoder checks each chunk's text as the import does.
         let error = read_rows(
             &path,
             ImportFormat::Ndjson,
@@ -845,7 +779,7 @@ mod tests {
             at_most(10),
             &mut 0,
             &|_| {},
-            &mut |_, _| Ok(None),
+            &mut |chunk, _| chunk.text_str("bad.ndjson").map(drop),
         )
         .unwrap_err();
         assert!(
@@ -866,6 +800,9 @@ mod tests {
         assert_eq!(read, expected);
         // About 900 bytes in chunks of a little over 64.
         assert!((10..=15).contains(&ends.len()), "{ends:?}");
+        // Resumed, the stored lines fill windows of their own first.
+        let (resumed, _) = read_ndjson(&lines.join("\n"), 60, limits).unwrap();
+        assert_eq!(resumed, expected[60..]);
 
         let long = format!(
             "{}\n{{\"pad\":\"{}\"}}\n{{\"after\":1}}\n",
@@ -879,29 +816,14 @@ mod tests {
                 .ends_with("line 2 is longer than the 64-byte limit"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn the_first_chunk_has_room_for_its_rows_within_the_file_and_the_limit() {
-        let block = "0123456789\n".repeat(100);
-        let limits = ChunkLimits {
-            rows: 1000,
-            text_bytes: 1 << 20,
-        };
-        // 1,000 lines of 11 bytes, an eighth more, and a block to spare.
-        let room = first_chunk_bytes(block.as_bytes(), 1 << 30, limits);
-        assert_eq!(room, 11_000 / 8 * 9 + NDJSON_BLOCK_BYTES);
-        // No more than the file holds, nor than a chunk may.
-        let small_file = first_chunk_bytes(block.as_bytes(), 5_000, limits);
-        assert_eq!(small_file, 5_000 + NDJSON_BLOCK_BYTES);
-        let few_bytes = ChunkLimits {
-            text_bytes: 2_000,
-            ..limits
-        };
-        let capped = first_chunk_bytes(block.as_bytes(), 1 << 30, few_bytes);
-        assert_eq!(capped, 2_000 + NDJSON_BLOCK_BYTES);
-        // A block without a line end counts as one long line.
-        let one_line = first_chunk_bytes(&[b'x'; 64], 1 << 30, limits);
-        assert_eq!(one_line, 64_000 / 8 * 9 + NDJSON_BLOCK_BYTES);
+        // One without a line end in a whole window.
+        let endless = format!("{}\n{}\n{{\"after\":1}}\n", lines[0], "x".repeat(300));
+        let error = read_ndjson(&endless, 0, limits).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("line 2 is longer than the 64-byte limit"),
+            "{error}"
+        );
     }
 }

@@ -441,7 +441,8 @@ impl From<FileFormat> for plinth_ingest::ImportFormat {
 pub struct ImportArgs {
     #[command(flatten)]
     pub data: DataArg,
-    /// Files to import. NDJSON lines may be PostHog- or Segment-shaped events.
+    /// Files to import. NDJSON lines may be PostHog- or Segment-shaped
+    /// events. A file must not change while it is imported.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// The files' format; by default, from each file's extension.
