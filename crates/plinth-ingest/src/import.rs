@@ -804,26 +804,26 @@ mod tests {
         let (resumed, _) = read_ndjson(&lines.join("\n"), 60, limits).unwrap();
         assert_eq!(resumed, expected[60..]);
 
+        let line_2_is_refused = |text: &str| {
+            let error = read_ndjson(text, 0, limits).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .ends_with("line 2 is longer than the 64-byte limit"),
+                "{error}"
+            );
+        };
         let long = format!(
             "{}\n{{\"pad\":\"{}\"}}\n{{\"after\":1}}\n",
             lines[0],
             "x".repeat(100)
         );
-        let error = read_ndjson(&long, 0, limits).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .ends_with("line 2 is longer than the 64-byte limit"),
-            "{error}"
-        );
+        line_2_is_refused(&long);
         // One without a line end in a whole window.
-        let endless = format!("{}\n{}\n{{\"after\":1}}\n", lines[0], "x".repeat(300));
-        let error = read_ndjson(&endless, 0, limits).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .ends_with("line 2 is longer than the 64-byte limit"),
-            "{error}"
-        );
+        line_2_is_refused(&format!(
+            "{}\n{}\n{{\"after\":1}}\n",
+            lines[0],
+            "x".repeat(300)
+        ));
     }
 }
