@@ -239,11 +239,12 @@ impl<'a> ChunkEvents<'a> {
                 NullBuffer::from_iter(parts.iter().flat_map(|part| valid(part).iter().copied()))
             });
             // SAFETY: every view was made by `make_view` from a `&str`
-            // that lies at its offset in its buffer: the chunk's text (a
-            // `String`'s bytes, the very ones, as checked above) or the
-            // part's own text (appended `&str`s), at the index checked
-            // above. Validating them again was a twentieth of an import's
-            // CPU.
+            // that lies at its offset in its buffer: the chunk's text (the
+            // very bytes, as checked above, which do not change: a mapped
+            // file's are the import's to keep still, see
+            // `import::map_window`) or the part's own text (appended
+            // `&str`s), at the index checked above. Validating them again
+            // was a twentieth of an import's CPU.
             unsafe { StringViewArray::new_unchecked(views, buffers.clone(), nulls) }
         };
         ChunkEvents {

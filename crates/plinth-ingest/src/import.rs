@@ -487,10 +487,12 @@ fn map_window(
 ) -> std::io::Result<Buffer> {
     let most = 2 * limits.text_bytes as u64 + 2;
     let len = usize::try_from((file_bytes - start).min(most)).expect("under the text limit");
-    // SAFETY: a mapping shows the file as it is: a file rewritten while an
-    // import reads it changes the rows read, and reading past a truncation
-    // faults (SIGBUS). An import reads a finished file; one that changes
-    // later is a new import (see `checkpoint_key`).
+    // SAFETY: a mapping shows the file as it is, so the file must not
+    // change while it is imported: a rewrite would change text already
+    // checked to be UTF-8 under the strings made from it, and reading past
+    // a truncation faults (SIGBUS). An import reads a finished file (the
+    // command's help says so); one that changes later is a new import
+    // (see `checkpoint_key`).
     let map = unsafe {
         memmap2::MmapOptions::new()
             .offset(start)
