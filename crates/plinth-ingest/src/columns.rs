@@ -120,7 +120,7 @@ impl EventColumns {
     }
 
     /// Adds `event`, read from `text` (the chunk's text).
-    pub fn push(&mut self, text: &str, event: TextEvent<'_>) {
+    pub fn push(&mut self, text: &[u8], event: TextEvent<'_>) {
         let read_from = (text.as_ptr() as usize, text.len());
         assert!(
             self.chunk_text.is_none_or(|before| before == read_from),
@@ -162,7 +162,7 @@ impl EventColumns {
 
     /// A view of `value`: into `text` when it is a slice of it, else into
     /// the decoder's own text.
-    fn view(&mut self, text: &str, value: &str) -> u128 {
+    fn view(&mut self, text: &[u8], value: &str) -> u128 {
         if value.len() <= INLINE_BYTES {
             return make_view(value.as_bytes(), CHUNK_TEXT, 0);
         }
@@ -188,7 +188,7 @@ fn offset(at: usize) -> u32 {
 
 /// Where `part` lies in `text`, if it is a slice of it (the parser borrows
 /// from the line, or hands out a constant such as `{}`).
-fn within(text: &str, part: &str) -> Option<Range<usize>> {
+fn within(text: &[u8], part: &str) -> Option<Range<usize>> {
     let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
     let end = start + part.len();
     (end <= text.len()).then_some(start..end)
@@ -347,7 +347,7 @@ mod tests {
         part.reset(1);
         for line in text.lines() {
             let event = plinth_capture::normalize_json_text(line, 1_700_000_000_000_000).unwrap();
-            part.push(text, event);
+            part.push(text.as_bytes(), event);
         }
         part
     }

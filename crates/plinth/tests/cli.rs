@@ -165,6 +165,44 @@ fn a_relative_data_directory_works_for_import_and_sql() {
 }
 
 #[test]
+fn ndjson_lines_that_are_not_utf8_or_not_json_are_quarantined_and_the_rest_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let line = |id: &str| {
+        format!(
+            r#"{{"event":"$pageview","distinct_id":"{id}","timestamp":"2026-01-02T03:04:05Z"}}"#
+        )
+    };
+    let mut text = format!("{}\n", line("u1")).into_bytes();
+    // A distinct id with a byte that UTF-8 never uses.
+    let mut bad = line("u?2").into_bytes();
+    let at = bad.iter().position(|&b| b == b'?').unwrap();
+    bad[at] = 0xff;
+    text.extend(bad);
+    text.extend(b"\nnot json\n");
+    text.extend(format!("{}\n", line("u4")).into_bytes());
+    std::fs::write(&events, &text).unwrap();
+
+    let printed = common::run_ok(&["import", "--data", data, events.to_str().unwrap()]);
+    assert!(printed.contains("2 events, 2 quarantined"), "{printed}");
+    let sql = |q: &str| common::run_ok(&["sql", "--data", data, "--format", "csv", q]);
+    assert_eq!(
+        sql("SELECT distinct_id FROM events ORDER BY distinct_id"),
+        "distinct_id\nu1\nu4\n"
+    );
+    let quarantined = sql("SELECT split_part(source, ':', 2) AS line, \
+         split_part(reason, ':', 1) AS reason, \
+         strpos(payload, chr(65533)) > 0 AS replaced \
+         FROM quarantine ORDER BY line");
+    assert_eq!(
+        quarantined,
+        "line,reason,replaced\n2,not UTF-8,true\n3,not valid JSON,false\n"
+    );
+}
+
+#[test]
 fn csv_and_parquet_rows_import_with_their_properties_and_bad_rows_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
