@@ -7,8 +7,9 @@
 //! zeroing fresh pages for the copies. Here each string is a view
 //! (`Utf8View`) into the chunk's text, or into a decoder's own text where
 //! the parser rewrote it (escapes, lines read the general way) or made it
-//! (ids of events sent without one). Putting rows in file order then moves
-//! 16-byte views, and the Parquet writer reads the strings where they lie.
+//! (ids of events sent without one). Grouping rows by day (the store's
+//! writer) then moves 16-byte views, and the Parquet writer reads the
+//! strings where they lie.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -16,16 +17,15 @@ use std::sync::Arc;
 use anyhow::Result;
 use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringViewArray, StringViewBuilder,
-    TimestampMicrosecondArray, UInt32Array, make_view,
+    TimestampMicrosecondArray, make_view,
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, ScalarBuffer};
-use datafusion::arrow::compute::take;
 use plinth_capture::TextEvent;
 use serde_json::{Map, Value};
 
 use crate::groups::GroupUpdate;
 use crate::identity::PersonRef;
-use crate::rows::{IdentityRef, Ingestor, day_order, new_event_id, other_id};
+use crate::rows::{IdentityRef, Ingestor, new_event_id, other_id};
 
 /// The buffer index of the chunk's text in every view.
 const CHUNK_TEXT: u32 = 0;
@@ -283,8 +283,9 @@ impl<'a> ChunkEvents<'a> {
 }
 
 impl Ingestor {
-    /// The `events` rows of a chunk's decoded events, in the order of a
-    /// staged file (see [`day_order`]), their strings left in place.
+    /// The `events` rows of a chunk's decoded events, in the order they
+    /// were read (the store groups a staged file's rows by day), their
+    /// strings left in place.
     pub(crate) fn chunk_batch(
         &self,
         text: &Buffer,
@@ -294,33 +295,35 @@ impl Ingestor {
         let chunk = ChunkEvents::new(text, parts);
         let persons: Vec<PersonRef> = self.apply_identities_of(chunk.identities());
         let rows = persons.len();
-        let order = day_order(&chunk.timestamp);
         let mut person_id = StringViewBuilder::with_capacity(rows);
-        for &row in &order {
-            person_id.append_value(&persons[row].id);
+        for person in &persons {
+            person_id.append_value(&person.id);
         }
-        let indices = UInt32Array::from_iter_values(order.iter().map(|&row| row as u32));
-        let in_order = |array: &StringViewArray| take(array, &indices, None);
+        let ChunkEvents {
+            timestamp,
+            uuid,
+            event,
+            distinct_id,
+            session_id,
+            library,
+            properties,
+            ..
+        } = chunk;
         let columns: Vec<ArrayRef> = vec![
-            in_order(&chunk.uuid)?,
-            in_order(&chunk.event)?,
-            in_order(&chunk.distinct_id)?,
+            Arc::new(uuid),
+            Arc::new(event),
+            Arc::new(distinct_id),
             Arc::new(person_id.finish()),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(
-                    order.iter().map(|&row| chunk.timestamp[row]),
-                )
-                .with_timezone("UTC"),
-            ),
+            Arc::new(TimestampMicrosecondArray::from(timestamp).with_timezone("UTC")),
             Arc::new(
                 TimestampMicrosecondArray::from_value(received_at_micros, rows)
                     .with_timezone("UTC"),
             ),
-            in_order(&chunk.session_id)?,
-            in_order(&chunk.properties)?,
-            in_order(&chunk.library)?,
+            Arc::new(session_id),
+            Arc::new(properties),
+            Arc::new(library),
             Arc::new(Int64Array::from_iter_values(
-                order.iter().map(|&row| persons[row].num),
+                persons.iter().map(|person| person.num),
             )),
         ];
         let schema = plinth_store::schema::strings_as_views(&plinth_store::schema::events());

@@ -108,7 +108,7 @@ pub struct ImportReport {
 ///
 /// Three stages overlap: this thread reads a chunk of rows and parses it on
 /// every core; an orderer thread resolves the previous chunk's persons and
-/// puts its rows in file order; a writer thread encodes the chunk before
+/// builds its rows; a writer thread encodes the chunk before
 /// that as Parquet and commits it. Resolving persons is serial, so while
 /// it ran as part of one commit stage, a core idled for a third of the
 /// commit. Each stage takes the chunks in file order, one at a time, so
@@ -282,7 +282,7 @@ struct DecodedChunk {
 
 impl DecodedChunk {
     /// Applies the replayed identities, then the events' (finding each
-    /// event's person), and builds the rows to write in file order.
+    /// event's person), and builds the rows to write.
     fn order(self, ingestor: &Ingestor) -> Result<OrderedChunk> {
         ingestor.apply_chunk_identities(&self.text, &self.replayed);
         let (mut rejected, mut events) = (None, None);

@@ -164,48 +164,6 @@ pub(crate) fn file_order<'a>(
     keys.into_iter().map(|key| key.4).collect()
 }
 
-/// The order of rows in a staged `events` file: by partition day, rows of
-/// one day in arrival order. Compaction sorts every staged file by the
-/// full key when it rewrites it, so sorting here too would be done twice;
-/// a stable counting sort by day is linear.
-pub(crate) fn day_order(timestamps: &[i64]) -> Vec<usize> {
-    let days: Vec<i64> = timestamps
-        .iter()
-        .map(|&at| plinth_store::partition_day(at))
-        .collect();
-    let (Some(&first), Some(&last)) = (days.iter().min(), days.iter().max()) else {
-        return Vec::new();
-    };
-    // A slot per day: dense when the span is short (the usual case, a
-    // chunk of recent events), else one per distinct day.
-    let (slots, slot_count): (Vec<usize>, usize) = if last - first < days.len() as i64 {
-        let slots = days.iter().map(|&day| (day - first) as usize).collect();
-        (slots, (last - first) as usize + 1)
-    } else {
-        let mut distinct = days.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let slots = days
-            .iter()
-            .map(|day| distinct.binary_search(day).expect("a row's own day"))
-            .collect();
-        (slots, distinct.len())
-    };
-    let mut starts = vec![0; slot_count + 1];
-    for &slot in &slots {
-        starts[slot + 1] += 1;
-    }
-    for slot in 0..slot_count {
-        starts[slot + 1] += starts[slot];
-    }
-    let mut order = vec![0; slots.len()];
-    for (row, &slot) in slots.iter().enumerate() {
-        order[starts[slot]] = row;
-        starts[slot] += 1;
-    }
-    order
-}
-
 /// A new time-ordered id (UUIDv7) for an event the client sent without one.
 /// The random part comes from the thread's generator: `Uuid::now_v7` asks
 /// the kernel for randomness on every call, which showed in capture profiles.
@@ -488,20 +446,6 @@ mod tests {
         expected.sort_by_key(|&i| (rows[i].2 / day, rows[i].0, rows[i].1, rows[i].2));
         assert_eq!(order, expected);
         assert_eq!(order, [5, 3, 1, 2, 4, 6, 0]);
-    }
-
-    #[test]
-    fn day_order_groups_rows_by_day_and_keeps_their_order_within_one() {
-        let day = 86_400_000_000;
-        let times = [2 * day + 5, day + 9, day, 7 * day, 3, -1];
-        // Days 2, 1, 1, 7, 0, -1: a span of 9 days over 6 rows, so slots
-        // come from the distinct days.
-        assert_eq!(day_order(&times), [5, 4, 1, 2, 0, 3]);
-        let near = [day + 1, 5, day, 9, 2 * day, 1, day + 3];
-        assert_eq!(day_order(&near), [1, 3, 5, 0, 2, 6, 4]);
-        let far = [i64::MAX, i64::MIN, 0, day * 1_000_000];
-        assert_eq!(day_order(&far), [1, 2, 3, 0]);
-        assert!(day_order(&[]).is_empty());
     }
 
     #[test]

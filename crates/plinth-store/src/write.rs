@@ -68,27 +68,17 @@ pub(crate) fn write_files(
         None => None,
     };
 
-    // Sort by (day, sort key...) in one pass, so each day is a contiguous run.
-    // Staged rows keep their order within a day: compaction sorts them.
-    let mut sort_columns = Vec::new();
-    if let Some(micros) = &partition_micros {
-        let days: ArrayRef = Arc::new(
-            micros
-                .iter()
-                .map(|m| m.map(partition_day))
-                .collect::<datafusion::arrow::array::Int64Array>(),
-        );
-        sort_columns.push(days);
-    }
-    let sort_key = match form {
-        FileForm::Final => spec.sort_columns,
-        FileForm::Staged => &[],
+    // Each day must be a contiguous run. Final files sort by (day, sort
+    // key...) in one pass; staged rows keep their order within a day
+    // (compaction sorts them), which a counting sort gives in linear time.
+    let order = match form {
+        FileForm::Final => full_key_order(&batch, spec, partition_micros.as_ref())?,
+        FileForm::Staged => partition_micros
+            .as_ref()
+            .and_then(|micros| day_order(micros.values())),
     };
-    for name in sort_key {
-        sort_columns.push(batch.column_by_name(name).context("sort column")?.clone());
-    }
-    // Writers that hand rows over in file order (imports) skip the copy.
-    let sorted = match sort_indices(&sort_columns)? {
+    // Writers that hand rows over in file order (capture) skip the copy.
+    let sorted = match order {
         None => batch,
         Some(order) => take_batch(&batch, &order)?,
     };
@@ -250,6 +240,68 @@ fn sort_indices(columns: &[ArrayRef]) -> Result<Option<UInt32Array>> {
     let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
     order.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
     Ok(Some(UInt32Array::from(order)))
+}
+
+/// The order of `batch` by (day of `partition_micros`, the table's sort
+/// key...); `None` when its rows are in it already.
+fn full_key_order(
+    batch: &RecordBatch,
+    spec: &TableSpec,
+    partition_micros: Option<&TimestampMicrosecondArray>,
+) -> Result<Option<UInt32Array>> {
+    let mut sort_columns = Vec::new();
+    if let Some(micros) = partition_micros {
+        let days: ArrayRef = Arc::new(
+            micros
+                .iter()
+                .map(|m| m.map(partition_day))
+                .collect::<datafusion::arrow::array::Int64Array>(),
+        );
+        sort_columns.push(days);
+    }
+    for name in spec.sort_columns {
+        sort_columns.push(batch.column_by_name(name).context("sort column")?.clone());
+    }
+    sort_indices(&sort_columns)
+}
+
+/// The rows of `timestamps` grouped by partition day, each day's in their
+/// order (a stable counting sort); `None` when they already are.
+fn day_order(timestamps: &[i64]) -> Option<UInt32Array> {
+    let days: Vec<i64> = timestamps.iter().map(|&at| partition_day(at)).collect();
+    if days.is_sorted() {
+        return None;
+    }
+    let first = *days.iter().min().expect("unsorted rows exist");
+    let last = *days.iter().max().expect("unsorted rows exist");
+    // A slot per day: dense when the span is short (the usual case, recent
+    // events), else one per distinct day.
+    let (slots, slot_count): (Vec<usize>, usize) = if last - first < days.len() as i64 {
+        let slots = days.iter().map(|&day| (day - first) as usize).collect();
+        (slots, (last - first) as usize + 1)
+    } else {
+        let mut distinct = days.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let slots = days
+            .iter()
+            .map(|day| distinct.binary_search(day).expect("a row's own day"))
+            .collect();
+        (slots, distinct.len())
+    };
+    let mut starts = vec![0; slot_count + 1];
+    for &slot in &slots {
+        starts[slot + 1] += 1;
+    }
+    for slot in 0..slot_count {
+        starts[slot + 1] += starts[slot];
+    }
+    let mut order = vec![0; slots.len()];
+    for (row, &slot) in slots.iter().enumerate() {
+        order[starts[slot]] = row as u32;
+        starts[slot] += 1;
+    }
+    Some(UInt32Array::from(order))
 }
 
 /// Whether `batch` has the columns of `schema`, each of its type or, for
@@ -420,6 +472,24 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::compute::lexsort_to_indices;
     use proptest::prelude::*;
+
+    #[test]
+    fn day_order_groups_rows_by_day_and_keeps_their_order_within_one() {
+        let day = 86_400_000_000;
+        let order = |times: &[i64]| day_order(times).map(|order| order.values().to_vec());
+        // Days 2, 1, 1, 7, 0, -1: a span of 9 days over 6 rows, so slots
+        // come from the distinct days.
+        let times = [2 * day + 5, day + 9, day, 7 * day, 3, -1];
+        assert_eq!(order(&times), Some(vec![5, 4, 1, 2, 0, 3]));
+        let near = [day + 1, 5, day, 9, 2 * day, 1, day + 3];
+        assert_eq!(order(&near), Some(vec![1, 3, 5, 0, 2, 6, 4]));
+        let far = [i64::MAX, i64::MIN, 0, day * 1_000_000];
+        assert_eq!(order(&far), Some(vec![1, 2, 3, 0]));
+        // Rows of one day, or already in day order, stay as they are.
+        assert_eq!(order(&[9, 3, 5]), None);
+        assert_eq!(order(&[-1, 5, 1, day + 2, day]), None);
+        assert_eq!(order(&[]), None);
+    }
 
     proptest! {
         /// The row-format order is the column-by-column order that Arrow's
